@@ -1,0 +1,90 @@
+"""The LightningModule: a classifier trained with the configured optimizer.
+
+Softmax cross-entropy for several classes; for one output, a sigmoid output with binary
+cross-entropy (S4).  Epoch metrics are accumulated as tensors and logged once per epoch; the
+train loss is also logged every ``log_every_n_steps`` steps, so no step pays for a host sync
+it does not need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, log_every_n_steps: int = 50) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.binary = getattr(model, "num_outputs", None) == 1
+        self.log_every_n_steps = max(1, int(log_every_n_steps))
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # ---- loss and accuracy -----------------------------------------------------------------
+    def _loss_and_correct(self, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        logits = self.model(x)
+        if self.binary:
+            logits = logits.squeeze(-1)
+            loss = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+            correct = ((logits > 0).long() == y).sum()
+        else:
+            loss = F.cross_entropy(logits, y)
+            correct = (logits.argmax(dim=-1) == y).sum()
+        return loss, correct, y.numel()
+
+    def _accumulate(self, split: str, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        stats = torch.stack([loss.detach() * n, correct.to(loss.dtype), loss.new_tensor(float(n))])
+        self._sums[split] = self._sums[split] + stats if split in self._sums else stats
+
+    def _log_epoch(self, split: str) -> None:
+        stats = self._sums.pop(split, None)
+        if stats is None:
+            return
+        stats = self.all_gather(stats).reshape(-1, 3).sum(0) if self.trainer.world_size > 1 else stats
+        loss_sum, correct, n = stats
+        self.log_dict({f"{split}/loss": loss_sum / n, f"{split}/acc": correct / n},
+                      on_step=False, on_epoch=True, rank_zero_only=True)
+
+    # ---- Lightning hooks -------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, correct, n = self._loss_and_correct(batch)
+        self._accumulate("train", loss, correct, n)
+        if self.global_step % self.log_every_n_steps == 0:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+        optimizer = self.trainer.optimizers[0]
+        self.log("lr", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._accumulate("val", *self._loss_and_correct(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._accumulate("test", *self._loss_and_correct(batch))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
