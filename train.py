@@ -12,7 +12,12 @@ def main(cfg: DictConfig) -> float | None:
     from initlab.training import objective, train
 
     try:
-        metrics = train(cfg)
+        if cfg.task == "propagation":  # S1's forward-only study (no training)
+            from initlab.propagation import run_propagation
+
+            metrics = run_propagation(cfg)
+        else:
+            metrics = train(cfg)
     except ConfigError as err:
         # Bad input: one paragraph, no traceback, and (in a multirun) no further jobs.
         sys.exit(f"initlab: configuration error: {err}")

@@ -87,9 +87,14 @@ def _device(cfg: DictConfig) -> str:
 
 
 def _callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The divergence guard and progress bar, plus every ``callbacks.<name>`` node of the config
+    (each a ``_target_``; null disables it), e.g. diagnostics or an Optuna pruning callback."""
     callbacks: list[L.Callback] = [DivergenceGuard(cfg.get("divergence_check_every", 1))]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.get("progress_refresh_rate", 10)))
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is not None and node.get("_target_"):
+            callbacks.append(build(node))
     return callbacks
 
 
