@@ -126,13 +126,10 @@ def select_runs(client, experiment: str | None = None, sweep_id: str | None = No
 
 def load_record(client, run_id: str) -> dict[str, Any] | None:
     """The run's ``diagnostics/init_stats.json`` (None if it has none)."""
-    from mlflow.artifacts import download_artifacts
-
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            path = download_artifacts(run_id=run_id, artifact_path=STATS_ARTIFACT, dst_path=tmp,
-                                      tracking_uri=client._tracking_client.tracking_uri)
-            return json.loads(Path(path).read_text())
+            local = client.download_artifacts(run_id, STATS_ARTIFACT, tmp)
+            return json.loads(Path(local).read_text())
     except Exception:  # no diagnostics in this run (diagnostics=off, older run)
         return None
 
@@ -251,7 +248,6 @@ def plot_boundaries(client, runs: Sequence, labels: Mapping[str, str], path: Pat
                     max_panels: int = 12) -> Path | None:
     """Decision regions of each run's final model on 2-D data, with its training points."""
     import torch
-    from mlflow.artifacts import download_artifacts
     from omegaconf import OmegaConf
 
     from initlab.training import build
@@ -261,9 +257,7 @@ def plot_boundaries(client, runs: Sequence, labels: Mapping[str, str], path: Pat
     for run in two_d:
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                local = download_artifacts(run_id=run.info.run_id, artifact_path=WEIGHTS_ARTIFACT,
-                                           dst_path=tmp,
-                                           tracking_uri=client._tracking_client.tracking_uri)
+                local = client.download_artifacts(run.info.run_id, WEIGHTS_ARTIFACT, tmp)
                 saved = torch.load(local, map_location="cpu", weights_only=False)
         except Exception:
             continue
@@ -415,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--out", type=Path, help="output folder (default comparisons/<name>)")
     parser.add_argument("--no-log", action="store_true", help="do not record a comparison run")
     args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(args.tracking_uri)

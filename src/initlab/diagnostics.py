@@ -158,7 +158,8 @@ class InitDiagnostics(Callback):
         logger = self._mlflow(trainer)
         if logger is not None and (first or signal != "ok"):
             logger.experiment.set_tag(logger.run_id, TAG_SIGNAL, signal)
-            logger.experiment.set_tag(logger.run_id, TAG_RATIO, f"{ratio:.4g}" if ratio else "n/a")
+            logger.experiment.set_tag(logger.run_id, TAG_RATIO,
+                                      "n/a" if ratio is None else f"{ratio:.4g}")
         if signal in ("vanishing", "exploding"):
             log.warning(
                 "%s signal %s: last/first hidden-layer activation std = %.3g (thresholds %g / %g); "
@@ -169,9 +170,13 @@ class InitDiagnostics(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        datamodule = getattr(trainer, "datamodule", None)
+        if not hasattr(datamodule, "probe_batch"):
+            log.warning("diagnostics need a datamodule with probe_batch(); none, so they are off")
+            return
         start = time.perf_counter()
         net = self._net(pl_module)
-        x, y = trainer.datamodule.probe_batch(self.probe_size)
+        x, y = datamodule.probe_batch(self.probe_size)
         self._probe = (x.to(pl_module.device), y.to(pl_module.device))
         self._layers = layers_of(net)
         m = measure(net, self._probe[0], threshold=self.threshold,

@@ -24,7 +24,7 @@ from initlab.diagnostics import (ARTIFACT_DIR, HIST_FILE, STATS_FILE, classify_s
 from initlab.histograms import histogram_data, plot_row
 from initlab.layerstats import measure, signal_ratio
 from initlab.models import check_fits_data
-from initlab.tracking import tracked_run
+from initlab.tracking import HydraContext, read_parent_run, tracked_run
 from initlab.training import build
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,10 @@ def run_propagation(cfg: DictConfig) -> dict[str, float]:
         run.log_artifact(Path(tmp) / "config.yaml")
     print(f"MLflow run {run.run_id} in experiment '{run.experiment}', store {run.tracking_uri}",
           flush=True)
+    parent = read_parent_run(HydraContext.current().sweep_dir)
+    if parent is not None:
+        print(f"All cases side by side: python -m initlab.compare --sweep-id {parent['sweep_id']} "
+              f"--tracking-uri {run.tracking_uri}", flush=True)
     return metrics
 
 
