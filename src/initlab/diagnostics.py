@@ -124,7 +124,8 @@ class InitDiagnostics(Callback):
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
         self._layers: list[Layer] = []
         self._sample = False
-        self._before: list[torch.Tensor] = []
+        self._before: list[torch.Tensor] = []  # weights before a sampled optimizer step
+        self._grad_norms: list[torch.Tensor | None] = []
         self._step_stats: dict[str, dict[str, float]] = {}
         self._checked_first_epoch = False
 
