@@ -75,3 +75,13 @@ def test_bad_input_stops_before_training_and_loses_nothing(tmp_path, store, args
     assert message in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
     assert [r.info.status for r in all_runs(store)] == ["FINISHED"]
+
+
+def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
+    """joblib starts the jobs together: the store and experiment must already exist."""
+    run_cli(tmp_path, store, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "seed=0,1", *FAST)
+    runs = [r for r in all_runs(store) if r.data.tags.get("initlab.kind") != "sweep"]
+    assert sorted(r.info.run_name for r in runs) == ["xavier-mlp-digits-seed0",
+                                                     "xavier-mlp-digits-seed1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
