@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root, a temporary MLflow store, Hydra's compose API."""
+"""Shared fixtures: real Hydra composition, a temporary MLflow store, the CLI as a subprocess."""
 
 from __future__ import annotations
 
@@ -9,31 +9,54 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+sys.path.insert(0, str(Path(__file__).parent))  # test-only callbacks (tests/failing.py)
+
+# A tiny, fast training setup: the 8x8 digits, a small MLP, a few steps.
+FAST = ["dataset=digits", "model.hidden=[32,32]", "trainer.max_epochs=2", "optimizer.lr=0.01",
+        "trainer.enable_progress_bar=false"]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> list[str]:
-    """Overrides that point tracking at a fresh SQLite store under tmp_path."""
-    return [f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-            f"tracking.artifact_root={tmp_path}/artifacts"]
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlruns/mlflow.db"
 
 
 @pytest.fixture
-def cfg_of():
-    """compose('train', overrides) with the repository's conf/."""
-    def make(*overrides: str):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose("train", overrides=list(overrides))
+def make_cfg(tmp_path: Path, store: str):
+    """Compose ``conf/train.yaml`` with overrides, tracking into the temporary store."""
+
+    def make(*overrides: str, tracking: bool = True):
+        extra = ([f"tracking.tracking_uri={store}",
+                  f"tracking.artifact_root={tmp_path}/mlruns/artifacts"]
+                 if tracking else ["tracking=none"])
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("train", overrides=[*overrides, *extra])
+
     return make
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python <args>`` with this checkout's src/ first on the path."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
+def run_cli(tmp_path: Path, store: str, *args: str, timeout: float = 300,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` as a user runs it, with outputs and the store in tmp_path."""
+    cmd = [sys.executable, str(ROOT / "train.py"), *args,
+           f"tracking.tracking_uri={store}",
+           f"tracking.artifact_root={tmp_path}/mlruns/artifacts",
+           f"hydra.run.dir={tmp_path}/outputs/run",
+           f"hydra.sweep.dir={tmp_path}/multirun"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+def all_runs(store: str, experiment: str = "initlab"):
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])

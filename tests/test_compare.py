@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from initlab.compare import init_label, main
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 FIGURES = {"curves.png", "histograms.png", "depth.png", "boundaries.png"}
 
@@ -21,25 +21,21 @@ def test_init_labels():
         "xavier(distribution=normal) x2"
 
 
-def test_compare_a_multirun_draws_every_figure_and_the_table(tmp_path: Path):
+def test_compare_a_multirun_draws_every_figure_and_the_table(tmp_path: Path, store: str):
     # Two inits x two seeds on S4's 2-D circles (so decision boundaries apply), a few steps.
-    run_cli([str(ROOT / "train.py"), "-m", "dataset=circles", "model=mlp_s4", "init=he,random",
-             "seed=0,1", "trainer.max_epochs=2", "dataset.steps_per_epoch=20",
-             "trainer.enable_progress_bar=false", "optimizer=sgd", "optimizer.lr=0.1",
-             f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-             f"tracking.artifact_root={tmp_path}/artifacts", f"hydra.sweep.dir={tmp_path}/sweep"],
-            cwd=tmp_path)
-    sweep_id = json.loads((tmp_path / "sweep/mlflow_parent_run.json").read_text())["sweep_id"]
+    run_cli(tmp_path, store, "-m", "dataset=circles", "model=mlp_s4", "init=he,random",
+            "seed=0,1", "trainer.max_epochs=2", "dataset.steps_per_epoch=20",
+            "trainer.enable_progress_bar=false", "optimizer=sgd", "optimizer.lr=0.1")
+    parent = json.loads((tmp_path / "multirun/mlflow_parent_run.json").read_text())
     out = tmp_path / "cmp"
-    made = main(["--sweep-id", sweep_id, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
-                 "--out", str(out)])
+    made = main(["--sweep-id", parent["sweep_id"], "--tracking-uri", store, "--out", str(out)])
     assert {p.name for p in made.values()} == FIGURES | {"metrics.csv", "summary.md"}
     assert all(p.stat().st_size > 1000 for p in made.values() if p.suffix == ".png")
     summary = (out / "summary.md").read_text()
     table = [line for line in summary.splitlines() if line.startswith("| he ")
              or line.startswith("| random")]
     assert len(table) == 2 and all("±" in line and "| 2 | 0,1 |" in line for line in table)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     (comparison,) = [r for r in runs if r.data.tags.get("initlab.kind") == "comparison"]
     assert comparison.info.status == "FINISHED"

@@ -25,8 +25,8 @@ def _run(client: MlflowClient):
     return runs[0]
 
 
-def test_init_statistics_match_an_independent_computation(cfg_of, store, tmp_path):
-    cfg = cfg_of(*TINY, *store, "init=he", "callbacks.diagnostics.probe_size=128")
+def test_init_statistics_match_an_independent_computation(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY, "init=he", "callbacks.diagnostics.probe_size=128")
     train(cfg)
     client = MlflowClient(cfg.tracking.tracking_uri)
     run = _run(client)
@@ -69,21 +69,23 @@ def test_init_statistics_match_an_independent_computation(cfg_of, store, tmp_pat
     assert run.data.tags[TAG_SIGNAL] == "ok"
 
 
-def test_diagnostics_do_not_change_training_and_can_be_switched_off(cfg_of, tmp_path):
-    results = {}
+def test_diagnostics_do_not_change_training_and_can_be_switched_off(make_cfg, store):
+    results, seen = {}, set()
+    client = MlflowClient(store)
     for name in ("on", "off"):
-        store = [f"tracking.tracking_uri=sqlite:///{tmp_path}/{name}.db",
-                 f"tracking.artifact_root={tmp_path}/{name}"]
         extra = ["diagnostics=off"] if name == "off" else []
-        results[name] = train(cfg_of(*TINY, *store, *extra))
-        run = _run(MlflowClient(f"sqlite:///{tmp_path}/{name}.db"))
+        results[name] = train(make_cfg(*TINY, *extra))
+        (run,) = [r for r in client.search_runs([e.experiment_id for e in
+                                                 client.search_experiments()])
+                  if r.info.run_id not in seen]
+        seen.add(run.info.run_id)
         has_diag = any(k.startswith("diag/") for k in run.data.metrics)
         assert has_diag == (name == "on")
     assert results["on"]["test/loss"] == results["off"]["test/loss"]
 
 
-def test_vanishing_signal_is_tagged_and_warned_before_training(cfg_of, store, caplog):
-    cfg = cfg_of(*TINY, *store, "init=normal", "trainer.max_epochs=1")  # std 0.01, 3 ReLU layers
+def test_vanishing_signal_is_tagged_and_warned_before_training(make_cfg, caplog):
+    cfg = make_cfg(*TINY, "init=normal", "trainer.max_epochs=1")  # std 0.01, 3 ReLU layers
     with caplog.at_level(logging.WARNING, logger="initlab.diagnostics"):
         train(cfg)
     run = _run(MlflowClient(cfg.tracking.tracking_uri))

@@ -10,11 +10,11 @@ from mlflow.tracking import MlflowClient
 
 from initlab.propagation import run_propagation
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 
-def test_one_case_logs_figures_and_statistics(cfg_of, store):
-    cfg = cfg_of("experiment=s1_histograms", "s1_case=relu_xavier", *store)
+def test_one_case_logs_figures_and_statistics(make_cfg):
+    cfg = make_cfg("experiment=s1_histograms", "s1_case=relu_xavier")
     assert cfg.task == "propagation" and cfg.model.activation == "relu"
     metrics = run_propagation(cfg)
     # "Xavier" N(0, 1/n_in) with ReLU: the std shrinks by about 0.71 per layer (S1).
@@ -32,12 +32,9 @@ def test_one_case_logs_figures_and_statistics(cfg_of, store):
         run.data.metrics["diag/layer3/preact_var_pred"], rel=0.2)
 
 
-def test_preset_multirun_draws_the_six_cases(tmp_path: Path):
-    run_cli([str(ROOT / "train.py"), "-m", "experiment=s1_histograms",
-             f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-             f"tracking.artifact_root={tmp_path}/artifacts", f"hydra.sweep.dir={tmp_path}/sweep"],
-            cwd=tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+def test_preset_multirun_draws_the_six_cases(tmp_path: Path, store: str):
+    run_cli(tmp_path, store, "-m", "experiment=s1_histograms")
+    client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("s1_histograms").experiment_id])
     jobs = [r for r in runs if r.data.tags.get("initlab.kind") == "propagation"]
     assert len(jobs) == 6 and all(r.info.status == "FINISHED" for r in jobs)

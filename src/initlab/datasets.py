@@ -142,9 +142,11 @@ def _torchvision(name: str, cls_name: str, root: str, download: bool) -> tuple:
             return cls(root, train=True, download=attempt), cls(root, train=False, download=attempt)
         except Exception as exc:  # torchvision raises RuntimeError / URLError / OSError
             errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
-    where = f"not found under {Path(root).resolve()}"
-    tried = "; the download failed (" + errors[-1] + ")" if download else " and download=false"
-    raise DatasetUnavailableError(f"data set {name!r} is {where}{tried}. {OFFLINE_ALTERNATIVES}.")
+    how = (f"could not be downloaded ({errors[-1]}; offline?)" if download
+           else "dataset.options.download is false")
+    raise DatasetUnavailableError(
+        f"data set {name!r} is not under {Path(root).resolve()} (dataset.options.root) and "
+        f"{how}. Put the files there, or use one of the {OFFLINE_ALTERNATIVES}.")
 
 
 def _mnist_like(name: str, cls_name: str, root: str, download: bool) -> RawData:

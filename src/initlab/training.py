@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from initlab.module import ClassifierModule
 from initlab.tracking import HydraContext, TrackedRun, run_name, tracked_run
 
 log = logging.getLogger(__name__)
+# Lightning's start-up banners (accelerator lines, tips) say nothing about the experiment.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.14 vs Lightning 2.6 noise
 # Keys of a config node that describe it but are not arguments of its ``_target_``.
 _META_KEYS = ("name",)
 

@@ -1,0 +1,87 @@
+"""`python train.py` end to end, as a user runs it: multirun, DDP, Ctrl-C, bad input."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import FAST, ROOT, all_runs, run_cli
+
+
+def test_multirun_records_two_comparable_child_runs(tmp_path, store):
+    proc = run_cli(tmp_path, store, "-m", "init=xavier,he", *FAST)
+    assert (tmp_path / "multirun" / "0").is_dir() and (tmp_path / "multirun" / "1").is_dir()
+    runs = all_runs(store)
+    parents = [r for r in runs if r.data.tags.get("initlab.kind") == "sweep"]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and len(children) == 2
+    assert sorted(r.info.run_name for r in children) == [
+        "he-mlp-digits-seed0", "xavier-mlp-digits-seed0"]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["initlab.sweep_id"] == parent.data.tags["initlab.sweep_id"]
+        assert run.data.params["init.name"] in run.info.run_name
+        assert run.data.params["model.hidden"] == "[32, 32]"
+        assert 0.3 < run.data.metrics["test/acc"] <= 1.0
+    assert "MLflow run" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+
+
+def test_ddp_on_cpu_records_one_run_in_a_single_run_and_in_a_multirun(tmp_path, store):
+    run_cli(tmp_path, store, "trainer=ddp_cpu", *FAST)
+    run_cli(tmp_path, store, "-m", "trainer=ddp_cpu", "seed=0,1", *FAST)
+    runs = [r for r in all_runs(store) if r.data.tags.get("initlab.kind") != "sweep"]
+    assert len(runs) == 3
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.params["trainer.devices"] == "2"
+        assert run.data.tags["device"] == "cpu x2"
+        assert 0.3 < run.data.metrics["test/acc"] <= 1.0 and run.data.metrics["train/loss"] < 2.3
+
+
+def test_ctrl_c_ends_the_run_killed(tmp_path, store):
+    cmd = [sys.executable, str(ROOT / "train.py"), *FAST, "trainer.max_epochs=100000",
+           f"tracking.tracking_uri={store}", f"hydra.run.dir={tmp_path}/out"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client, deadline = None, time.time() + 120
+    while time.time() < deadline:  # wait until it is training, i.e. the run logged an epoch
+        time.sleep(1)
+        runs = all_runs(store) if (tmp_path / "mlruns" / "mlflow.db").exists() else []
+        client = MlflowClient(store)
+        if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    (run,) = all_runs(store)
+    assert run.info.status == "KILLED"
+    assert proc.returncode != 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["init=bogus"], "Available options in 'init'"),
+    (["init=normal", "init.std=-0.01"], "init.std must be a non-negative number"),
+    (["model.in_features=100"], "model/data mismatch"),
+    (["dataset=mnist", "dataset.options.download=false", "dataset.options.root=nowhere"],
+     "offline alternatives"),
+])
+def test_bad_input_stops_before_training_and_loses_nothing(tmp_path, store, args, message):
+    run_cli(tmp_path, store, *FAST, "trainer.max_epochs=1")  # a run recorded before
+    proc = run_cli(tmp_path, store, *FAST, *args, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert [r.info.status for r in all_runs(store)] == ["FINISHED"]
+
+
+def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
+    """joblib starts the jobs together: the store and experiment must already exist."""
+    run_cli(tmp_path, store, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "seed=0,1", *FAST)
+    runs = [r for r in all_runs(store) if r.data.tags.get("initlab.kind") != "sweep"]
+    assert sorted(r.info.run_name for r in runs) == ["xavier-mlp-digits-seed0",
+                                                     "xavier-mlp-digits-seed1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
