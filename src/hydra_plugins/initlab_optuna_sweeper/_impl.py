@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -142,9 +143,9 @@ class OptunaSweeperImpl:
             self._check_settings(space)
             directions = _directions(self.direction)
             self._check_trial_configs(space)
-        except SearchSpaceError as err:
+        except SearchSpaceError as err:  # one paragraph, no traceback, nothing left behind
             Reporter(self.sweep_dir).discard_parent_run()
-            raise SearchSpaceError(f"initlab optuna sweeper: {err}") from None
+            sys.exit(f"initlab: search configuration error: {err}")
         self.space, self.directions = space, directions
         # Hydra instantiated the sweeper's nodes; the jobs need the storage's node, not an object.
         storage_conf = OmegaConf.select(self.config, "hydra.sweeper.storage", default=None)
@@ -353,6 +354,9 @@ class OptunaSweeperImpl:
                 storage.set_trial_user_attr(trial._trial_id, "fail_reason", why[:1000])
         try:
             self.study.tell(trial, values=values, state=state, skip_if_finished=True)
+        except RuntimeError as err:  # GridSampler calls study.stop() when the grid is exhausted
+            if "Study.stop" not in str(err):
+                raise
         finally:
             self.heartbeat.discard(trial._trial_id)
         frozen = storage.get_trial(trial._trial_id)
