@@ -170,8 +170,9 @@ class OptunaSweeperImpl:
                 study.sampler = instantiate(node, seed=int(node.seed) + previous)
         existing = [d.name.lower() for d in study.directions]
         if existing != directions:
-            raise SearchSpaceError(f"study {name!r} in {storage.text} optimizes {existing}, "
-                                   f"not {directions}: choose another study_name")
+            Reporter(self.sweep_dir).discard_parent_run()
+            sys.exit(f"initlab: search configuration error: study {name!r} in {storage.text} "
+                     f"optimizes {existing}, not {directions}: choose another study_name")
         self.study, self.storage, self.custom = study, storage, None
         if self.custom_search_space:
             self.custom = get_method(self.custom_search_space)
@@ -184,6 +185,9 @@ class OptunaSweeperImpl:
             log.warning("n_jobs=%d, but the basic launcher runs jobs in this process one at a "
                         "time; use hydra/launcher=joblib (or submitit) for parallel trials", workers)
             workers = 1
+        joblib = getattr(self.launcher, "joblib", None)
+        if isinstance(joblib, dict) and joblib.get("n_jobs") in (None, -1):
+            joblib["n_jobs"] = workers  # the joblib launcher's pool: one process per worker
         before = _study.progress(study)
         log.info("Study %r in %s: %d of %d trials done%s; sampler %s, pruner %s, %d worker(s)",
                  name, storage.text, before.done, self.n_trials,
