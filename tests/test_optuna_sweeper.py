@@ -291,3 +291,29 @@ def test_bad_search_spaces_fail_before_the_first_trial(tmp_path: Path) -> None:
         assert not list((folder / "sweep").glob("[0-9]*")), case  # no job ran
         if (folder / "mlflow.db").exists():
             assert not child_runs(folder), case
+
+
+def test_ctrl_c_marks_running_trials_interrupted_and_requeues_them(tmp_path: Path) -> None:
+    write_search(tmp_path, epochs=30)  # long trials: Ctrl-C lands inside one
+    proc = subprocess.Popen(command(tmp_path, "hydra.sweeper.n_trials=2"), cwd=tmp_path,
+                            env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    db, deadline = tmp_path / "optuna.db", time.time() + 120
+    while time.time() < deadline:  # wait for the first epoch report of trial 0
+        try:
+            if db.exists() and any(t.intermediate_values for t in study(tmp_path).trials):
+                break
+        except Exception:  # noqa: BLE001 - the study is being created
+            pass
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0
+    assert "re-run the same command" in out
+    trials = study(tmp_path).trials
+    assert [t.user_attrs.get("initlab.failed") for t in trials if t.state == TrialState.FAIL] \
+        == ["interrupted"]
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(queued) == 1 and queued[0].user_attrs["initlab.retry_of"] == 0
+    runs = child_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["KILLED"]

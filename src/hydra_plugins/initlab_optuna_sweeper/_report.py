@@ -63,7 +63,7 @@ class Reporter:
         if self.parent is None:
             return
         tags = {"optuna.study_name": study.study_name, "optuna.storage": storage,
-                "optuna.n_trials": str(n_trials), "initlab.kind": "optuna-study"}
+                "optuna.n_trials": str(n_trials)}
         for key, value in tags.items():
             self._safely("tag the parent run", self.client.set_tag, self.parent["run_id"], key, value)
 

@@ -90,7 +90,9 @@ def resolve_storage(spec: Any, config: DictConfig) -> StorageSpec:
         path = getattr(backend, "_file_path", None)
         if path:
             lock = Path(f"{Path(path).resolve()}.claim.lock")
-        return StorageSpec(storage, node, lock, f"{node['_target_']} {node}")
+        where = path or next((v for v in node.values() if isinstance(v, str)
+                              and v != node["_target_"]), "")
+        return StorageSpec(storage, node, lock, f"{node['_target_'].rsplit('.', 1)[-1]} {where}".strip())
     raise ValueError(f"hydra.sweeper.storage must be a URL, a _target_ node or null, not {spec!r}")
 
 
