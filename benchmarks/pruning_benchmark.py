@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -39,16 +40,20 @@ def sweep(workdir: Path, name: str, pruner: str, args: argparse.Namespace) -> di
     if args.sampler != "grid":
         cmd.append(f"hydra.sweeper.sampler.seed={args.seed}")
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
     if proc.returncode != 0:
         sys.exit(f"{name} failed:\n{proc.stderr[-4000:]}")
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{workdir}/optuna.db")
     trials = study.get_trials(deepcopy=False)
     best = study.best_trial
     return {
-        "pruner": pruner, "seconds": round(seconds, 1), "trials": len(trials),
+        "pruner": pruner, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+        "trials": len(trials),
         "complete": sum(t.state.name == "COMPLETE" for t in trials),
         "pruned": sum(t.state.name == "PRUNED" for t in trials),
         "failed": sum(t.state.name == "FAIL" for t in trials),
@@ -70,16 +75,19 @@ def main() -> None:
         rows = [sweep(Path(tmp), f"bench-{pruner}", pruner, args) for pruner in ("nop", "median")]
     print(f"init x scale search, {args.n_trials} trials, {args.n_jobs} at a time, sampler "
           f"{args.sampler} (seed {args.seed}), overrides: {' '.join(args.overrides) or '(none)'}")
-    print("| pruner | wall time (s) | complete | pruned | epochs trained | best val/acc | best trial |")
-    print("|---|---|---|---|---|---|---|")
+    print("| pruner | wall time (s) | CPU time (s) | complete | pruned | epochs trained "
+          "| best val/acc | best trial |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in r["best_params"].items())
-        print(f"| {r['pruner']} | {r['seconds']} | {r['complete']} | {r['pruned']} | {r['epochs']} "
+        print(f"| {r['pruner']} | {r['seconds']} | {r['cpu_seconds']} | {r['complete']} | {r['pruned']} | {r['epochs']} "
               f"| {r['best_value']:.4f} | #{r['best_trial']} ({params}) |")
     saved = 1 - rows[1]["seconds"] / rows[0]["seconds"]
+    cpu_saved = 1 - rows[1]["cpu_seconds"] / rows[0]["cpu_seconds"]
     print(f"pruning saved {saved:.0%} of the sweep's wall time "
-          f"({rows[0]['seconds'] - rows[1]['seconds']:.0f} s); best value "
+          f"({rows[0]['seconds'] - rows[1]['seconds']:.0f} s), {cpu_saved:.0%} of its CPU time, "
+          f"{1 - rows[1]['epochs'] / rows[0]['epochs']:.0%} of its epochs; best value "
           f"{'the same' if rows[0]['best_value'] == rows[1]['best_value'] else 'different'}")
     if args.out:
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
