@@ -18,6 +18,10 @@ from torch import nn
 
 
 class ClassifierModule(L.LightningModule):
+    # Every metric a run ends with (what ``optimized_metric`` may name).
+    METRICS = frozenset({f"{split}/{stat}" for split in ("train", "val", "test")
+                         for stat in ("loss", "acc")} | {"train/loss_step", "lr", "diverged"})
+
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, log_every_n_steps: int = 50) -> None:
         super().__init__()

@@ -1,0 +1,217 @@
+"""What a study leaves behind: ``optimization_results.yaml`` in the sweep dir (the official
+plugin's file, plus the study's name, storage and trial counts), Optuna's plots, and in MLflow
+the parent run's summary (best params and value, plots) and each trial's run tagged with its
+trial number, state and value.
+
+The MLflow parent run is the one ``initlab.tracking.SweepParentRun`` opened for this multirun
+(``<sweep dir>/mlflow_parent_run.json``); without that file MLflow is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from . import _study
+
+log = logging.getLogger(__name__)
+PARENT_RUN_FILE = "mlflow_parent_run.json"   # initlab.tracking.PARENT_RUN_FILE
+RESULTS_FILE = "optimization_results.yaml"
+
+
+class Reporter:
+    def __init__(self, sweep_dir: Path) -> None:
+        self.sweep_dir = Path(sweep_dir)
+        self.parent: dict[str, str] | None = None
+        self.client = None
+        self.study_name = ""
+        path = self.sweep_dir / PARENT_RUN_FILE
+        if path.exists():
+            with contextlib.suppress(Exception):
+                from mlflow.tracking import MlflowClient
+
+                self.parent = json.loads(path.read_text())
+                self.client = MlflowClient(self.parent["tracking_uri"])
+
+    # ---- MLflow --------------------------------------------------------------------------
+    def _safely(self, what: str, fn, *args: Any, **kwargs: Any) -> Any:
+        if self.client is None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - tracking trouble never stops a study
+            log.warning("MLflow: could not %s: %s", what, err)
+            return None
+
+    def discard_parent_run(self) -> None:
+        """The search was refused before any trial: leave no empty parent run behind."""
+        if self.parent is not None:
+            self._safely("delete the parent run", self.client.delete_run, self.parent["run_id"])
+            (self.sweep_dir / PARENT_RUN_FILE).unlink(missing_ok=True)
+
+    def start(self, study: optuna.Study, storage: str, n_trials: int) -> None:
+        self.study_name = study.study_name
+        if self.parent is None:
+            return
+        tags = {"optuna.study_name": study.study_name, "optuna.storage": storage,
+                "optuna.n_trials": str(n_trials)}
+        for key, value in tags.items():
+            self._safely("tag the parent run", self.client.set_tag, self.parent["run_id"], key, value)
+
+    def _child_run(self, frozen: FrozenTrial, ret: Any) -> str | None:
+        run_id = frozen.user_attrs.get(_study.ATTR_MLFLOW_RUN)
+        if run_id or self.parent is None:
+            return run_id
+        output_dir = None
+        with contextlib.suppress(Exception):
+            output_dir = str(ret.hydra_cfg.hydra.runtime.output_dir)
+        if not output_dir:
+            return None
+        runs = self._safely("find the trial's run", self.client.search_runs,
+                            [self.parent["experiment_id"]],
+                            f"tags.`initlab.output_dir` = '{output_dir}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def trial_done(self, frozen: FrozenTrial, ret: Any, why: str) -> None:
+        run_id = self._child_run(frozen, ret)
+        if run_id is None or self.client is None:
+            return
+        tags = {"optuna.study_name": self.study_name,
+                "optuna.trial_number": str(frozen.number), "optuna.state": frozen.state.name}
+        if why:
+            tags["optuna.reason"] = why[:500]
+        if frozen.state != TrialState.COMPLETE:
+            run = self._safely("read the trial's run", self.client.get_run, run_id)
+            if run is not None:
+                tags["mlflow.runName"] = f"{run.info.run_name} [{frozen.state.name}]"
+        for key, value in tags.items():
+            self._safely("tag the trial's run", self.client.set_tag, run_id, key, value)
+        self._safely("log the trial number", self.client.log_metric, run_id, "optuna.trial_number",
+                     frozen.number)
+        if frozen.values and len(frozen.values) == 1:
+            self._safely("log the trial value", self.client.log_metric, run_id, "optuna.value",
+                         frozen.values[0])
+
+    # ---- the end -------------------------------------------------------------------------
+    def finish(self, study: optuna.Study, storage: str, n_trials: int, plots: bool,
+               interrupted: bool) -> dict[str, Any]:
+        trials = study.get_trials(deepcopy=False)
+        states = Counter(t.state.name for t in trials)
+        counted = sum(_study.counts(t) for t in trials)
+        results: dict[str, Any] = {"name": "optuna"}
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if len(study.directions) == 1 and complete:
+            best = study.best_trial
+            results.update(best_params=dict(best.params), best_value=best.value,
+                           best_trial=best.number)
+        elif complete:
+            results["solutions"] = [{"params": dict(t.params), "values": list(t.values),
+                                     "trial": t.number} for t in study.best_trials]
+        results.update(study_name=study.study_name, storage=storage, n_trials=n_trials,
+                       trials_done=counted, states=dict(states),
+                       directions=[d.name.lower() for d in study.directions])
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        results_file = self.sweep_dir / RESULTS_FILE
+        OmegaConf.save(OmegaConf.create(results), results_file)
+        figures = self._plots(study) if plots and complete else []
+        self._log_parent(results, [results_file, *figures, *self._table(study)])
+        self._print(results, interrupted)
+        return [results]
+
+    def _table(self, study: optuna.Study) -> list[Path]:
+        path = self.sweep_dir / "optuna_trials.csv"
+        try:
+            study.trials_dataframe().to_csv(path, index=False)
+        except Exception as err:  # noqa: BLE001 - pandas missing, or no trials
+            log.debug("no trials table: %s", err)
+            return []
+        return [path]
+
+    def _plots(self, study: optuna.Study) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        from optuna.visualization import matplotlib as vis
+
+        folder = self.sweep_dir / "optuna_plots"
+        folder.mkdir(parents=True, exist_ok=True)
+        names = list(study.best_trial.params) if len(study.directions) == 1 else []
+        init_scale = [n for n in ("init", "init.scale") if n in names]
+        pair = init_scale if len(init_scale) == 2 else names[:2]
+        wanted = {
+            "optimization_history": lambda: vis.plot_optimization_history(study),
+            "param_importances": lambda: vis.plot_param_importances(study),
+            "slice": lambda: vis.plot_slice(study),
+            "contour": lambda: vis.plot_contour(study, params=pair) if len(pair) == 2 else None,
+            "intermediate_values": lambda: vis.plot_intermediate_values(study),
+            "timeline": lambda: vis.plot_timeline(study),
+        }
+        written = []
+        for name, draw in wanted.items():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    axes = draw()
+                    if axes is None:
+                        continue
+                    figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+                    figure.set_size_inches(max(figure.get_size_inches()[0], 8), 6)
+                    figure.tight_layout()
+                    path = folder / f"{name}.png"
+                    figure.savefig(path, dpi=100)
+                    plt.close(figure)
+                    written.append(path)
+            except Exception as err:  # noqa: BLE001 - a plot that needs more trials, etc.
+                log.info("no %s plot: %s", name, err)
+        plt.close("all")
+        return written
+
+    def _log_parent(self, results: dict[str, Any], files: list[Path]) -> None:
+        if self.parent is None:
+            return
+        run_id = self.parent["run_id"]
+        from mlflow.entities import Metric, Param
+
+        metrics = {"optuna.trials_done": results["trials_done"]}
+        metrics.update({f"optuna.trials_{k.lower()}": v for k, v in results["states"].items()})
+        if "best_value" in results:
+            metrics["best_value"] = results["best_value"]
+            self._safely("tag the best trial", self.client.set_tag, run_id, "optuna.best_trial",
+                         str(results["best_trial"]))
+        self._safely("log the study's metrics", self.client.log_batch, run_id,
+                     metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()])
+        logged = {p for p in self._safely("read the parent run", lambda: self.client.get_run(run_id)
+                                          .data.params) or {}}
+        params = [Param(f"best.{k}", str(v)) for k, v in results.get("best_params", {}).items()
+                  if f"best.{k}" not in logged]
+        if params:
+            self._safely("log the best params", self.client.log_batch, run_id, params=params)
+        for path in files:
+            folder = "optuna" if path.parent == self.sweep_dir else "optuna/plots"
+            self._safely(f"log {path.name}", self.client.log_artifact, run_id, str(path), folder)
+
+    @staticmethod
+    def _print(results: dict[str, Any], interrupted: bool) -> None:
+        states = ", ".join(f"{v} {k.lower()}" for k, v in sorted(results["states"].items()))
+        head = (f"Optuna study '{results['study_name']}' ({results['storage']}): "
+                f"{results['trials_done']} of {results['n_trials']} trials done [{states}]"
+                + (" - INTERRUPTED, re-run the same command to finish it" if interrupted else ""))
+        lines = [head]
+        if "best_value" in results:
+            params = " ".join(f"{k}={v}" for k, v in results["best_params"].items())
+            lines.append(f"Best trial {results['best_trial']}: value {results['best_value']:.6g}"
+                         f"  {params}")
+        for solution in results.get("solutions", []):
+            lines.append(f"Pareto trial {solution['trial']}: values {solution['values']}  "
+                         f"{solution['params']}")
+        log.info("\n".join(lines))
