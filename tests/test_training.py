@@ -91,3 +91,15 @@ def test_bad_input_fails_before_any_run_is_created(make_cfg, store, overrides, m
         train(make_cfg(*FAST, *overrides))
     runs = all_runs(store)
     assert [r.info.status for r in runs] == ["FINISHED"]
+
+
+def test_max_steps_shorter_than_an_epoch_still_reports_validation(make_cfg):
+    metrics = train(make_cfg(*FAST, "trainer.max_epochs=-1", "trainer.max_steps=5",
+                             tracking=False))
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+
+
+def test_an_optimized_metric_that_is_never_logged_is_rejected_up_front(make_cfg, store):
+    with pytest.raises(ConfigError, match="optimized_metric 'val/accuracy' is never logged"):
+        train(make_cfg(*FAST, "optimized_metric=val/accuracy"))
+    assert all_runs(store) == []

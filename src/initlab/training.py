@@ -62,6 +62,10 @@ def check_config(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if lr is None or lr <= 0:
         raise ConfigError(f"optimizer.lr must be positive, got {lr}")
+    metric = cfg.get("optimized_metric")
+    if metric and cfg.get("task", "train") == "train" and metric not in ClassifierModule.METRICS:
+        raise ConfigError(f"optimized_metric {metric!r} is never logged; "
+                          f"choose one of {', '.join(sorted(ClassifierModule.METRICS))}")
     if cfg.trainer.get("max_epochs", 1) in (None, 0) and cfg.trainer.get("max_steps", -1) in (None, 0, -1):
         raise ConfigError("set trainer.max_epochs or trainer.max_steps to a positive number")
 
@@ -110,6 +114,10 @@ def _fit_and_test(cfg: DictConfig, job: Prepared, run: TrackedRun | None) -> dic
                                callbacks=callbacks, enable_checkpointing=False)
     trainer.fit(job.module, datamodule=job.datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if "val/acc" not in metrics and len(job.datamodule.splits["val"][0]):
+        # max_steps ended training before any epoch's validation: validate the final model.
+        trainer.validate(job.module, datamodule=job.datamodule, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     trainer.test(job.module, datamodule=job.datamodule, verbose=False)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.setdefault("diverged", 0.0)
