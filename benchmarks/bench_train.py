@@ -230,7 +230,7 @@ def bare_circles(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int = 0) ->
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    float(loss)
+    float(loss.detach())
     return time.perf_counter() - t0
 
 
@@ -291,9 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny workload (8x8 digits, small nets, 1 repeat): a smoke test")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for every loop (default 1: on a shared "
+                             "2-core machine two threads made the small loops 10-30x slower "
+                             "and far noisier, platform and bare alike)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="repeats of each loop (default 5; growth and circles use 3)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the train.py subprocess too
     quick = args.quick
     repeats = args.repeats or (1 if quick else 5)
     small_repeats = args.repeats or (1 if quick else 3)
