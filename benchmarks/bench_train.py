@@ -244,17 +244,19 @@ def startup(w: Workload, tmp: Path) -> dict[str, float]:
                  f"hydra.run.dir={tmp}/startup-run"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(HERE), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    log = tmp / "startup.out"
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate()
+    with open(log, "w") as out_file:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp,
+                                env=env, stdout=out_file, stderr=subprocess.STDOUT)
+        # wait4: this child's own peak RSS (RUSAGE_CHILDREN would also count forks of *this*
+        # process, e.g. the git call of an in-process run, at this process's size)
+        _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"train.py failed:\n{out[-2000:]}\n{err[-3000:]}")
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child
-    # (the progress bar shares stdout: the CLOCK lines can follow a bar on the same line)
+    out = log.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"train.py failed:\n{out[-5000:]}")
+    peak = usage.ru_maxrss * 1024  # kilobytes on Linux
     clock = dict(re.findall(r"CLOCK (\w+)=(\S+)", out))
     rss = [float(v) for k, v in sorted(clock.items()) if k.startswith("rss_after_epoch")]
     return {"startup": float(clock["first_step"]) - t0, "wall": wall, "peak_rss": peak,
