@@ -6,6 +6,7 @@ with this folder on ``PYTHONPATH``), so the run under test is the platform's own
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 
@@ -19,6 +20,19 @@ def rss_bytes() -> int:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (VmHWM: of this program only, unlike ru_maxrss,
+    which Linux carries over from the pre-exec copy of a forking parent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 class EpochClock(Callback):
@@ -39,6 +53,8 @@ class EpochClock(Callback):
         self.steps = 0
         self.rss: list[int] = []
         EpochClock.last = self
+        if report:  # the whole process's peak, test pass and MLflow records included
+            atexit.register(lambda: self._say("peak_rss", peak_rss_bytes()))
 
     def _say(self, key: str, value: float) -> None:
         if self.report:
