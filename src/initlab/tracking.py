@@ -18,8 +18,10 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import subprocess
+import time
 import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from lightning.pytorch.callbacks import Callback as LightningCallback
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -158,10 +161,37 @@ def read_parent_run(sweep_dir: Path | None) -> dict[str, str] | None:
 # ---- the job's run -------------------------------------------------------------------------
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger bound to a run that ``tracked_run`` owns: Lightning logs the
-    metrics, but must not end the run (it would mark FINISHED after fit, before the test)."""
+    metrics, but must not end the run (it would mark FINISHED after fit, before the test).
+
+    Metrics are buffered and written in one ``log_batch`` every ``flush_every_s`` seconds and
+    when fit or test ends (``finalize``, also on failure): a synchronous SQLite transaction per
+    logging step cost about 15 ms, a quarter of a Fashion-MNIST epoch."""
+
+    def __init__(self, *args: Any, flush_every_s: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flush_every_s = flush_every_s
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        self._pending += [Metric(re.sub(r"[^a-zA-Z0-9_/. -]+", "", k), float(v), now_ms, step or 0)
+                          for k, v in metrics.items() if not isinstance(v, str)]
+        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered metrics (MLflow takes at most 1,000 per batch)."""
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), 1000):
+            self.experiment.log_batch(self.run_id, metrics=pending[start:start + 1000])
+        self._last_flush = time.monotonic()
 
     def finalize(self, status: str = "success") -> None:  # noqa: D102
-        pass
+        self.flush()
 
     def log_hyperparams(self, params: Any) -> None:  # params are logged flat by tracked_run
         pass

@@ -1,0 +1,30 @@
+"""The training benchmark (benchmarks/bench_train.py) still runs: its --quick mode on a tiny
+workload prints every row of its table.  Timings are never asserted (they are noise here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ROWS = [
+    "platform (tracking on)", "platform (tracking=none)", "bare loop (tensor slices)",
+    "S3 loop (DataLoader+ToTensor)", "job: train(cfg), tracking on", "Cost growth",
+    "5-layer 512 net", "S4 circles", "platform (tracking on), fit", "bare loop", "GPU",
+    "start-up (process start to first training step)", "peak RSS", "Targets (issue 5)",
+    "platform / bare", "S3 / platform", "tracking on / tracking=none (epoch)",
+    "circles: platform / bare",
+]
+
+
+def test_quick_benchmark_prints_the_whole_table(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--quick"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    missing = [row for row in ROWS if row not in proc.stdout]
+    assert not missing, f"rows missing: {missing}\n{proc.stdout}"
