@@ -2,5 +2,5 @@
 
 It keeps the configuration keys and sweep syntax of Hydra's official ``hydra-optuna-sweeper``
 (which pins optuna<3) and adds persistent, resumable studies, pruning inside the job, failure
-handling and asynchronous parallel trials.  See docs/optuna.md.
+handling and asynchronous parallel trials.  See README.md, "Searching init family × scale with Optuna".
 """
