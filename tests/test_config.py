@@ -49,6 +49,6 @@ def test_presets_reproduce_the_studies_setups(make_cfg):
     s4 = make_cfg("experiment=s4_circles")
     assert list(s4.model.hidden) == [10, 5] and s4.model.num_outputs == 1
     assert s4.dataset.batch_size is None
-    assert s4.dataset.steps_per_epoch * s4.trainer.max_epochs == 15_000
+    assert s4.dataset.steps_per_epoch * s4.trainer.max_epochs == 15_000  # optimizer steps
 
 

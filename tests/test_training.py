@@ -103,3 +103,20 @@ def test_an_optimized_metric_that_is_never_logged_is_rejected_up_front(make_cfg,
     with pytest.raises(ConfigError, match="optimized_metric 'val/accuracy' is never logged"):
         train(make_cfg(*FAST, "optimized_metric=val/accuracy"))
     assert all_runs(store) == []
+
+
+def test_repeating_a_full_batch_is_the_same_gradient_descent(make_cfg):
+    """S4's full-batch GD: 25 steps per Lightning step give the very same run as 1."""
+    base = ["experiment=s4_circles", "trainer.max_epochs=2", "dataset.steps_per_epoch=50",
+            "trainer.enable_progress_bar=false", "diagnostics=off"]
+    one = train(make_cfg(*base, "dataset.steps_per_batch=1", tracking=False))
+    many = train(make_cfg(*base, "dataset.steps_per_batch=25", tracking=False))
+    assert one == many
+
+
+def test_a_scheduler_steps_once_per_epoch(make_cfg, store):
+    train(make_cfg(*FAST, "trainer.max_epochs=3", "scheduler=step", "scheduler.step_size=1",
+                   "scheduler.gamma=0.5"))
+    (run,) = all_runs(store)
+    history = MlflowClient(store).get_metric_history(run.info.run_id, "lr")
+    assert [round(m.value, 6) for m in sorted(history, key=lambda m: m.step)] == [0.01, 0.005, 0.0025]

@@ -9,6 +9,7 @@ fed the same batches (S1).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,7 +84,8 @@ class TensorDataModule(L.LightningDataModule):
                  in_features: int | None = None, val_size: int = 0,
                  test_size: int = 0, split_seed: int = 0, shuffle_seed: int = 0,
                  drop_last: bool = False, replacement: bool = False,
-                 steps_per_epoch: int | None = None, eval_batch_size: int | None = 1000,
+                 steps_per_epoch: int | None = None, steps_per_batch: int = 1,
+                 eval_batch_size: int | None = 1000,
                  device_resident: bool = True, options: dict[str, Any] | None = None) -> None:
         super().__init__()
         if batch_size is not None and batch_size <= 0:
@@ -94,6 +96,14 @@ class TensorDataModule(L.LightningDataModule):
         self.val_size, self.test_size, self.split_seed = val_size, test_size, split_seed
         self.shuffle_seed, self.drop_last, self.replacement = shuffle_seed, drop_last, replacement
         self.steps_per_epoch, self.eval_batch_size = steps_per_epoch, eval_batch_size
+        # Optimizer steps taken on each batch (ClassifierModule reads it): only full-batch
+        # gradient descent may repeat a batch, and an epoch stays steps_per_epoch steps.
+        # A pure speed knob, so it is fitted to divide steps_per_epoch (gcd): same steps, same math.
+        self.steps_per_batch = math.gcd(int(steps_per_batch), int(steps_per_epoch or 1))
+        if steps_per_batch > 1 and batch_size is not None:
+            raise ConfigError(
+                "dataset.steps_per_batch > 1 repeats a batch, which only full-batch gradient "
+                f"descent may do: set dataset.batch_size=null (got {batch_size})")
         self.device_resident = device_resident
         self.options = dict(options or {})
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -153,7 +163,9 @@ class TensorDataModule(L.LightningDataModule):
                 self._loaders[key] = TensorBatches(
                     x, y, self.batch_size, shuffle=True, seed=self.shuffle_seed,
                     drop_last=self.drop_last, replacement=self.replacement,
-                    steps_per_epoch=self.steps_per_epoch, rank=rank, world_size=world)
+                    steps_per_epoch=(self.steps_per_epoch // self.steps_per_batch
+                                     if self.steps_per_epoch else None),
+                    rank=rank, world_size=world)
             else:
                 self._loaders[key] = TensorBatches(x, y, self.eval_batch_size,
                                                    rank=rank, world_size=world)

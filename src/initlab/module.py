@@ -31,6 +31,12 @@ class ClassifierModule(L.LightningModule):
         self.binary = getattr(model, "num_outputs", None) == 1
         self.log_every_n_steps = max(1, int(log_every_n_steps))
         self._sums: dict[str, torch.Tensor] = {}
+        self.automatic_optimization = False
+
+    @property
+    def steps_per_batch(self) -> int:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        return int(getattr(datamodule, "steps_per_batch", 1) or 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -63,16 +69,30 @@ class ClassifierModule(L.LightningModule):
 
     # ---- Lightning hooks -------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, correct, n = self._loss_and_correct(batch)
-        self._accumulate("train", loss, correct, n)
-        if self.global_step % self.log_every_n_steps == 0:
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
-        return loss
+        """``steps_per_batch`` optimizer steps on this batch (1, or more for full-batch gradient
+        descent, where every step sees the same batch: the same arithmetic with a fraction of
+        Lightning's per-step work).  Optimization is manual for that reason."""
+        optimizer = self.optimizers()
+        sampled = None  # the loss at a step that is a multiple of log_every_n_steps
+        for _ in range(self.steps_per_batch):
+            loss, correct, n = self._loss_and_correct(batch)
+            self._accumulate("train", loss, correct, n)
+            if self.global_step % self.log_every_n_steps == 0:
+                sampled = loss.detach()
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+        if sampled is not None:
+            self.log("train/loss_step", sampled, on_step=True, on_epoch=False)
+        return loss.detach()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
         optimizer = self.trainer.optimizers[0]
         self.log("lr", float(optimizer.param_groups[0]["lr"]), on_step=False, on_epoch=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:  # manual optimization: Lightning leaves schedulers to us
+            scheduler.step()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._accumulate("val", *self._loss_and_correct(batch))
@@ -91,4 +111,4 @@ class ClassifierModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
