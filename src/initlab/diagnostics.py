@@ -35,6 +35,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from initlab import meanfield
 from initlab.histograms import histogram_data, plot_row
 from initlab.layerstats import Layer, Measurement, layers_of, measure, signal_ratio, weight_variances
+from initlab.store import log_metrics
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ TAG_RATIO = "initlab.diag.signal_ratio"
 ARTIFACT_DIR = "diagnostics"
 STATS_FILE = "init_stats.json"
 HIST_FILE = "activation_histograms.png"
-_MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 
 
 def predictions(measurement: Measurement, model: torch.nn.Module) -> list[dict[str, float]] | None:
@@ -147,8 +147,7 @@ class InitDiagnostics(Callback):
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if v is not None and math.isfinite(v)]
-        for start in range(0, len(items), _MAX_BATCH):
-            logger.experiment.log_batch(logger.run_id, metrics=items[start:start + _MAX_BATCH])
+        log_metrics(logger.experiment, logger.run_id, items)
 
     def _check_signal(self, trainer: L.Trainer, ratio: float | None, when: str) -> None:
         signal = classify_signal(ratio, self.vanishing_below, self.exploding_above)

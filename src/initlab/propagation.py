@@ -24,7 +24,8 @@ from initlab.diagnostics import (ARTIFACT_DIR, HIST_FILE, STATS_FILE, classify_s
 from initlab.histograms import histogram_data, plot_row
 from initlab.layerstats import measure, signal_ratio
 from initlab.models import check_fits_data
-from initlab.tracking import HydraContext, read_parent_run, tracked_run
+from initlab.store import log_metrics, read_parent_run
+from initlab.tracking import HydraContext, tracked_run
 from initlab.training import build
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,8 @@ def run_propagation(cfg: DictConfig) -> dict[str, float]:
         run.set_tag("mlflow.runName", f"s1-{label.replace(' ', '-')}-seed{cfg.seed}")
         run.set_tag("initlab.kind", "propagation")
         run.set_tag("initlab.diag.signal", signal)
-        run.client.log_batch(run.run_id, metrics=[Metric(k, float(v), 0, 0)
-                                                  for k, v in metrics.items()])
+        log_metrics(run.client, run.run_id, [Metric(k, float(v), 0, 0)
+                                             for k, v in metrics.items()])
         record = init_record(m, preds, hists, probe_size=len(x), label=label,
                              threshold=options["saturation_threshold"])
         (Path(tmp) / STATS_FILE).write_text(json.dumps(record))

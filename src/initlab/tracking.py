@@ -35,9 +35,10 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from initlab.store import PARENT_RUN_FILE, log_metrics, read_parent_run, sqlite_path
+
 log = logging.getLogger(__name__)
 
-PARENT_RUN_FILE = "mlflow_parent_run.json"
 TAG_SWEEP_ID = "initlab.sweep_id"
 TAG_DIVERGED = "initlab.diverged"
 TAG_OVERRIDES = "initlab.overrides"
@@ -45,10 +46,6 @@ _PACKAGES = ("torch", "lightning", "mlflow", "hydra-core", "optuna", "initlab")
 
 
 # ---- the store -----------------------------------------------------------------------------
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-
-
 def artifact_location(tracking: Mapping[str, Any], experiment: str) -> str | None:
     """Local stores keep artifacts under ``artifact_root``; a server decides for itself."""
     root = tracking.get("artifact_root")
@@ -152,12 +149,6 @@ class HydraContext:
         )
 
 
-def read_parent_run(sweep_dir: Path | None) -> dict[str, str] | None:
-    if sweep_dir is None or not (sweep_dir / PARENT_RUN_FILE).exists():
-        return None
-    return json.loads((sweep_dir / PARENT_RUN_FILE).read_text())
-
-
 # ---- the job's run -------------------------------------------------------------------------
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger bound to a run that ``tracked_run`` owns: Lightning logs the
@@ -186,8 +177,7 @@ class RunLogger(MLFlowLogger):
     def flush(self) -> None:
         """Write the buffered metrics (MLflow takes at most 1,000 per batch)."""
         pending, self._pending = self._pending, []
-        for start in range(0, len(pending), 1000):
-            self.experiment.log_batch(self.run_id, metrics=pending[start:start + 1000])
+        log_metrics(self.experiment, self.run_id, pending)
         self._last_flush = time.monotonic()
 
     def finalize(self, status: str = "success") -> None:  # noqa: D102

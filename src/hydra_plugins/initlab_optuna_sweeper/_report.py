@@ -10,7 +10,6 @@ The MLflow parent run is the one ``initlab.tracking.SweepParentRun`` opened for 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import warnings
 from collections import Counter
@@ -21,10 +20,11 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from initlab.store import PARENT_RUN_FILE, read_parent_run
+
 from . import _study
 
 log = logging.getLogger(__name__)
-PARENT_RUN_FILE = "mlflow_parent_run.json"   # initlab.tracking.PARENT_RUN_FILE
 RESULTS_FILE = "optimization_results.yaml"
 
 
@@ -34,12 +34,11 @@ class Reporter:
         self.parent: dict[str, str] | None = None
         self.client = None
         self.study_name = ""
-        path = self.sweep_dir / PARENT_RUN_FILE
-        if path.exists():
-            with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):
+            self.parent = read_parent_run(self.sweep_dir)
+            if self.parent is not None:
                 from mlflow.tracking import MlflowClient
 
-                self.parent = json.loads(path.read_text())
                 self.client = MlflowClient(self.parent["tracking_uri"])
 
     # ---- MLflow --------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from initlab.store import sqlite_path
+
 log = logging.getLogger(__name__)
 
 ATTR_HEARTBEAT = "initlab.heartbeat"
@@ -49,20 +51,16 @@ class StorageSpec:
     text: str                    # for logs and the results file
 
 
-def _sqlite_file(url: str) -> Path | None:
-    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
-
-
 def default_storage_url(config: DictConfig) -> str:
     """SQLite beside the MLflow store: ``<dir of mlflow.db>/optuna.db``."""
     uri = OmegaConf.select(config, "tracking.tracking_uri", default=None)
-    db = _sqlite_file(uri) if isinstance(uri, str) else None
+    db = sqlite_path(uri) if isinstance(uri, str) else None
     folder = db.parent if db is not None else Path("mlruns")
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    db = _sqlite_file(url)
+    db = sqlite_path(url)
     kwargs: dict[str, Any] = {}
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +74,7 @@ def resolve_storage(spec: Any, config: DictConfig) -> StorageSpec:
         return StorageSpec(None, None, None, "in-memory (lost when the sweep ends)")
     if isinstance(spec, str):
         url = default_storage_url(config) if spec == "auto" else spec
-        db = _sqlite_file(url)
+        db = sqlite_path(url)
         if db is not None:  # absolute, so every job and worker opens the same file
             url = f"sqlite:///{db.resolve()}"
             db = db.resolve()
