@@ -5,7 +5,7 @@ import torch
 
 from initlab import datasets
 from initlab.datamodule import TensorBatches, TensorDataModule
-from initlab.errors import DatasetUnavailableError
+from initlab.errors import ConfigError, DatasetUnavailableError
 
 
 def module(name="digits", **kw):
@@ -92,3 +92,46 @@ def test_fashion_mnist_reads_debians_copy_when_installed(tmp_path):
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     raw = datasets.load("fashion_mnist", root=str(tmp_path), download=False)
     assert raw.x.shape == (60000, 1, 28, 28) and raw.x_test.shape == (10000, 1, 28, 28)
+
+
+def _flat(batches):
+    """Mini-batches of an iteration, blocks unpacked: [(x, y), ...]."""
+    out = []
+    for xs, ys in batches:
+        if isinstance(xs, tuple):
+            out += list(zip(xs, ys))
+        else:
+            out.append((xs, ys))
+    return out
+
+
+@pytest.mark.parametrize("kw", [
+    dict(batch_size=10, shuffle=True, seed=3),                          # last batch of 5
+    dict(batch_size=10, shuffle=True, seed=3, drop_last=True),
+    dict(batch_size=16, replacement=True, steps_per_epoch=13, seed=1),  # S1
+    dict(batch_size=10, shuffle=True, seed=0, rank=1, world_size=2),    # one DDP rank
+    dict(batch_size=None, steps_per_epoch=45),                          # S4: full batch
+])
+def test_blocks_hold_the_same_mini_batches_in_the_same_order(kw):
+    x, y = torch.randn(105, 3), torch.arange(105)
+    plain = TensorBatches(x, y, **kw)
+    blocked = TensorBatches(x, y, **kw, steps_per_block=4)
+    for _ in range(2):  # two epochs: the reshuffle is the same too
+        expected, blocks = list(plain), list(blocked)
+        assert len(blocks) == len(blocked) == -(-len(plain) // 4)
+        assert all(len(xs) <= 4 for xs, _ in blocks)
+        got = _flat(blocks)
+        assert len(got) == len(expected)
+        for (xa, ya), (xb, yb) in zip(got, expected):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_full_batch_blocks_repeat_the_set_without_copying_it():
+    x, y = torch.randn(300, 2), torch.randint(2, (300,))
+    blocks = list(TensorBatches(x, y, None, steps_per_epoch=500, steps_per_block=50))
+    assert len(blocks) == 10 and all(b is x for xs, _ in blocks for b in xs)
+
+
+def test_steps_per_block_must_be_positive():
+    with pytest.raises(ConfigError, match="steps_per_block must be at least 1"):
+        module(steps_per_block=0)

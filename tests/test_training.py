@@ -109,8 +109,8 @@ def test_repeating_a_full_batch_is_the_same_gradient_descent(make_cfg):
     """S4's full-batch GD: 25 steps per Lightning step give the very same run as 1."""
     base = ["experiment=s4_circles", "trainer.max_epochs=2", "dataset.steps_per_epoch=50",
             "trainer.enable_progress_bar=false", "diagnostics=off"]
-    one = train(make_cfg(*base, "dataset.steps_per_batch=1", tracking=False))
-    many = train(make_cfg(*base, "dataset.steps_per_batch=25", tracking=False))
+    one = train(make_cfg(*base, "dataset.steps_per_block=1", tracking=False))
+    many = train(make_cfg(*base, "dataset.steps_per_block=25", tracking=False))
     assert one == many
 
 
@@ -120,3 +120,35 @@ def test_a_scheduler_steps_once_per_epoch(make_cfg, store):
     (run,) = all_runs(store)
     history = MlflowClient(store).get_metric_history(run.info.run_id, "lr")
     assert [round(m.value, 6) for m in sorted(history, key=lambda m: m.step)] == [0.01, 0.005, 0.0025]
+
+
+def test_blocks_of_optimizer_steps_train_exactly_as_single_steps(make_cfg):
+    """Lightning steps of 7 optimizer steps (21 mini-batches per epoch: blocks 7, 7, 7) give the
+    very same run as one optimizer step per Lightning step, Adam and diagnostics included."""
+    one = train(make_cfg(*FAST, "dataset.steps_per_block=1", tracking=False))
+    blocks = train(make_cfg(*FAST, "dataset.steps_per_block=7", tracking=False))
+    assert one == blocks
+
+
+def test_metrics_are_logged_at_optimizer_steps(make_cfg, store):
+    """digits: 1,297 training images in batches of 64 = 21 optimizer steps per epoch, served in
+    blocks of 20; every metric's x-axis is the optimizer step, not the block."""
+    train(make_cfg(*FAST, "dataset.steps_per_block=20", "trainer.log_every_n_steps=10"))
+    (run,) = all_runs(store)
+    client = MlflowClient(store)
+    steps = lambda key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key))  # noqa: E731
+    assert steps("train/loss") == steps("val/acc") == steps("lr") == [21, 42]
+    assert steps("train/loss_step") == [0, 10, 20, 30, 40]
+    assert steps("diag/layer1/update_ratio") == [21, 42]
+    assert steps("test/acc") == [42]
+
+
+def test_max_steps_stops_inside_a_block(make_cfg, store):
+    train(make_cfg(*FAST, "trainer.max_epochs=-1", "trainer.max_steps=15",
+                   "dataset.steps_per_block=20", "trainer.log_every_n_steps=5"))
+    (run,) = all_runs(store)
+    client = MlflowClient(store)
+    steps = lambda key: sorted(m.step for m in client.get_metric_history(run.info.run_id, key))  # noqa: E731
+    assert steps("train/loss_step") == [0, 5, 10]
+    assert steps("val/acc") == steps("test/acc") == [15]  # exactly 15 steps, then validation
+

@@ -9,12 +9,14 @@ On a fixed probe batch of training inputs:
   S1-style histogram figure ``diagnostics/activation_histograms.png`` and everything as
   ``diagnostics/init_stats.json`` (what ``initlab.compare`` redraws);
 * **during training**, every ``every_n_epochs`` epochs (or ``every_n_steps`` steps): per layer
-  weight std, gradient norm and update/weight ratio of one step, and the activation statistics;
+  weight std, gradient norm and update/weight ratio of one step (the last of a training step's
+  block of optimizer steps), and the activation statistics;
 * **signal check**: the last/first hidden layer activation std ratio; below ``vanishing_below``
   or above ``exploding_above`` (at init or after the first epoch) the run is tagged
   ``initlab.diag.signal`` = vanishing / exploding and a WARNING is logged.
 
-Each event is one ``log_batch`` call.  Only rank zero measures and logs.
+Metrics go through the run's logger (buffered, one ``log_batch`` every few seconds).  Only rank
+zero measures and logs.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from initlab import meanfield
+from initlab.datamodule import block_steps
 from initlab.histograms import histogram_data, plot_row
 from initlab.layerstats import Layer, Measurement, layers_of, measure, signal_ratio, weight_variances
-from initlab.store import log_metrics
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +141,13 @@ class InitDiagnostics(Callback):
         return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
 
     def _log(self, trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+        """Through the run's logger, which buffers (``RunLogger``): no store write mid-epoch."""
         logger = self._mlflow(trainer)
         if logger is None or not metrics:
             return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if v is not None and math.isfinite(v)]
-        log_metrics(logger.experiment, logger.run_id, items)
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+        if finite:
+            logger.log_metrics(finite, step=step)
 
     def _check_signal(self, trainer: L.Trainer, ratio: float | None, when: str) -> None:
         signal = classify_signal(ratio, self.vanishing_below, self.exploding_above)
@@ -207,15 +207,19 @@ class InitDiagnostics(Callback):
         return run.data.tags.get("mlflow.runName", logger.run_id)
 
     # ---- during training ---------------------------------------------------------------------
-    def _due_step(self, trainer: L.Trainer, batch_idx: int) -> bool:
+    def _due_step(self, trainer: L.Trainer, batch: Any, batch_idx: int) -> bool:
+        """Whether the coming training step (a block of optimizer steps) is sampled: the block
+        that reaches a multiple of ``every_n_steps``, or the last block of a due epoch.  The
+        sampled optimizer step is the block's last (the one Lightning's hooks see)."""
         if self.every_n_steps:
-            return (trainer.global_step + 1) % self.every_n_steps == 0
+            step, n = trainer.global_step, self.every_n_steps
+            return (step + block_steps(batch)) // n > step // n
         last = batch_idx + 1 >= trainer.num_training_batches
         return last and (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self._sample = (self.train_stats and trainer.is_global_zero and self._probe is not None
-                        and self._due_step(trainer, batch_idx))
+                        and self._due_step(trainer, batch, batch_idx))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if not self._sample:

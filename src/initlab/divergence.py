@@ -13,17 +13,22 @@ log = logging.getLogger(__name__)
 
 
 class DivergenceGuard(Callback):
-    """Checks the training loss every ``check_every_n_steps`` steps (one host sync each time);
-    on a non-finite loss it stops training, tags the MLflow run ``initlab.diverged=true`` and
-    logs the metric ``diverged`` = 1 (0 for runs that stayed finite)."""
+    """Checks the training loss at the end of a training step (a block of optimizer steps, whose
+    mean loss is non-finite if any of its losses was) once at least ``check_every_n_steps``
+    optimizer steps have passed since the last check: one host sync each time.  On a non-finite
+    loss it stops training, tags the MLflow run ``initlab.diverged=true`` and logs the metric
+    ``diverged`` = 1 (0 for runs that stayed finite)."""
 
     def __init__(self, check_every_n_steps: int = 1) -> None:
         self.every = max(1, int(check_every_n_steps))
         self.diverged_at: int | None = None
+        self._checked = 0  # global_step // every at the last check
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.diverged_at is not None or trainer.global_step % self.every:
+        due = trainer.global_step // self.every
+        if self.diverged_at is not None or due == self._checked:
             return
+        self._checked = due
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None or bool(torch.isfinite(loss.detach()).all()):
             return

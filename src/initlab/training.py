@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # Lightning's start-up banners (accelerator lines, tips) say nothing about the experiment.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.14 vs Lightning 2.6 noise
+# Lightning compares its log_every_n_steps with the training batches, here blocks of optimizer
+# steps; the module logs the step loss every log_every_n_steps optimizer steps itself.
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 # Keys of a config node that describe it but are not arguments of its ``_target_``.
 _META_KEYS = ("name",)
 
@@ -113,15 +116,20 @@ def _fit_and_test(cfg: DictConfig, job: Prepared, run: TrackedRun | None) -> dic
     trainer: L.Trainer = build(cfg.trainer, logger=run.logger() if run else False,
                                callbacks=callbacks, enable_checkpointing=False)
     trainer.fit(job.module, datamodule=job.datamodule)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = _final_metrics(trainer)
     if "val/acc" not in metrics and len(job.datamodule.splits["val"][0]):
         # max_steps ended training before any epoch's validation: validate the final model.
         trainer.validate(job.module, datamodule=job.datamodule, verbose=False)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics.update(_final_metrics(trainer))
     trainer.test(job.module, datamodule=job.datamodule, verbose=False)
-    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    metrics.update(_final_metrics(trainer))
     metrics.setdefault("diverged", 0.0)
     return metrics
+
+
+def _final_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The trainer's latest metrics, less ``step`` (the x-axis the module gives its loggers)."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k != "step"}
 
 
 def _record_artifacts(cfg: DictConfig, run: TrackedRun, job: Prepared, out: Path) -> None:
