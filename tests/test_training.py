@@ -1,6 +1,7 @@
 """Real short trainings: every init family, reproducibility, what MLflow records, statuses."""
 
 import math
+import os
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -152,3 +153,17 @@ def test_max_steps_stops_inside_a_block(make_cfg, store):
     assert steps("train/loss_step") == [0, 5, 10]
     assert steps("val/acc") == steps("test/acc") == [15]  # exactly 15 steps, then validation
 
+
+def test_the_nvml_probe_is_dropped_only_where_nvml_cannot_be_loaded(monkeypatch):
+    import ctypes
+
+    from initlab.training import skip_nvml_probe_without_driver
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+        loadable = True
+    except OSError:
+        loadable = False
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    skip_nvml_probe_without_driver()
+    assert ("PYTORCH_NVML_BASED_CUDA_CHECK" in os.environ) == loadable
