@@ -39,6 +39,14 @@ def make_cfg(tmp_path: Path, store: str):
     return make
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for children that a test Ctrl-Cs: a test run started in the background
+    inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(tmp_path: Path, store: str, *args: str, timeout: float = 300,
             check: bool = True) -> subprocess.CompletedProcess:
     """``python train.py ARGS`` as a user runs it, with outputs and the store in tmp_path."""

@@ -8,7 +8,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import FAST, ROOT, all_runs, run_cli
+from conftest import FAST, ROOT, all_runs, default_sigint, run_cli
 
 
 def test_multirun_records_two_comparable_child_runs(tmp_path, store):
@@ -46,7 +46,8 @@ def test_ddp_on_cpu_records_one_run_in_a_single_run_and_in_a_multirun(tmp_path, 
 def test_ctrl_c_ends_the_run_killed(tmp_path, store):
     cmd = [sys.executable, str(ROOT / "train.py"), *FAST, "trainer.max_epochs=100000",
            f"tracking.tracking_uri={store}", f"hydra.run.dir={tmp_path}/out"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=default_sigint)
     client, deadline = None, time.time() + 120
     while time.time() < deadline:  # wait until it is training, i.e. the run logged an epoch
         time.sleep(1)
@@ -55,7 +56,10 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, store):
         if runs and client.get_metric_history(runs[0].info.run_id, "train/loss"):
             break
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    try:
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never leave a 100,000-epoch run behind
     (run,) = all_runs(store)
     assert run.info.status == "KILLED"
     assert proc.returncode != 0

@@ -17,6 +17,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from conftest import default_sigint
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A test search: random sampler, no pruner, digits, tiny MLP; tests add their own files.
@@ -299,7 +301,7 @@ def test_ctrl_c_marks_running_trials_interrupted_and_requeues_them(tmp_path: Pat
     write_search(tmp_path, epochs=30)  # long trials: Ctrl-C lands inside one
     proc = subprocess.Popen(command(tmp_path, "hydra.sweeper.n_trials=2"), cwd=tmp_path,
                             env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=default_sigint)
     db, deadline = tmp_path / "optuna.db", time.time() + 120
     while time.time() < deadline:  # wait for the first epoch report of trial 0
         try:
