@@ -8,12 +8,14 @@ Workload (issue 5): the S0/S3 MLP 784-256-256-10, Adam lr 1e-3, batch 100, one e
 
 * ``platform``: the real ``initlab.training.train(cfg)`` on a Hydra-composed ``conf/train.yaml``
   (tracking into a temporary MLflow store, default callbacks: divergence guard, progress bar,
-  and whatever ``callbacks`` the config adds), and again with ``tracking=none``.  ``dataset.
-  val_size=0`` so that every loop does the same 600 steps on the same 60,000 images.
-* ``bare``: a hand-written loop over the same in-memory float32 tensors, batches sliced with a
-  pre-shuffled index, no DataLoader.
+  diagnostics, and whatever ``callbacks`` the config adds), and again with ``tracking=none
+  diagnostics=off``.  ``dataset.val_size=0`` so that every loop does the same 600 steps on the
+  same 60,000 images.
+* ``bare``: a hand-written loop over the same in-memory float32 tensors, batches gathered with a
+  pre-shuffled index, no DataLoader, and the platform's own optimizer (``conf/optimizer/adam.yaml``:
+  fused Adam); a second bare row uses ``torch.optim.Adam``'s defaults, as S3 does.
 * ``s3``: S3's loop: ``torchvision.datasets.FashionMNIST`` with ``ToTensor()`` through a
-  ``DataLoader`` (batch 100, shuffle, drop_last).
+  ``DataLoader`` (batch 100, shuffle, drop_last), ``torch.optim.Adam(lr=1e-3)``.
 
 An "epoch" is the wall-clock from the epoch's first hook to the end of training (steps, every
 hook, epoch-end logging, progress bar); set-up before fit and the test pass after it are not in
@@ -21,7 +23,8 @@ it, but the ``job`` rows time the whole ``train(cfg)`` call.  The loops run alte
 B C ...), ``--repeats`` times, and the table shows medians; compare ratios, not seconds, on a
 shared machine.  Then: cost growth (batch 32/100/512, the 5-layer 512 net), S4's circles (15,000
 full-batch steps), a GPU row when CUDA is available, and ``python train.py``'s start-up time and
-peak memory measured in a subprocess.
+peak memory measured in a subprocess.  Every loop runs with torch's default thread count (one per
+core, what a user's script gets) unless ``--threads`` says otherwise.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def compose(overrides: list[str]):
         return hydra_compose("train", overrides=overrides)
 
 
-def platform_overrides(w: Workload, store: Path | None, model: str | None = None) -> list[str]:
+def platform_overrides(w: Workload, store: Path | None, model: str | None = None,
+                       diagnostics: bool = True) -> list[str]:
     hidden = ",".join(map(str, w.hidden))
     out = [f"dataset={w.dataset}", "dataset.val_size=0", f"dataset.batch_size={w.batch}",
            "dataset.drop_last=true", "trainer.max_epochs=1", "optimizer=adam",
@@ -89,7 +93,14 @@ def platform_overrides(w: Workload, store: Path | None, model: str | None = None
     else:
         out += [f"tracking.tracking_uri=sqlite:///{store}/mlflow.db",
                 f"tracking.artifact_root={store}/artifacts"]
-    return out
+    return out if diagnostics else [*out, "diagnostics=off"]
+
+
+def platform_optimizer(w: Workload) -> Callable:
+    """The optimizer factory the platform builds from its config (``conf/optimizer/``)."""
+    from initlab.training import build
+
+    return build(compose(platform_overrides(w, None)).optimizer)
 
 
 @contextlib.contextmanager
@@ -127,18 +138,19 @@ def make_mlp(in_features: int, hidden: list[int], outputs: int) -> torch.nn.Modu
 
 
 def bare_epoch(x: torch.Tensor, y: torch.Tensor, hidden: list[int], batch: int,
-               seed: int = 0) -> tuple[float, int]:
-    """One epoch over in-memory tensors: pre-shuffled index, batch slices, no DataLoader."""
+               optimizer: Callable | None = None, seed: int = 0) -> tuple[float, int]:
+    """One epoch over in-memory tensors: pre-shuffled index, batch gathers, no DataLoader.
+    ``optimizer``: a factory of parameters (default ``torch.optim.Adam(lr=1e-3)``)."""
     torch.manual_seed(seed)
     model = make_mlp(x[0].numel(), hidden, 10)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = (optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3)))(model.parameters())
     steps = len(x) // batch
     t0 = time.perf_counter()
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     total = torch.zeros(())
     for step in range(steps):
         idx = order[step * batch:(step + 1) * batch]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -236,31 +248,39 @@ def bare_circles(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int = 0) ->
 
 # ---- start-up and memory of `python train.py` ----------------------------------------------
 def startup(w: Workload, tmp: Path) -> dict[str, float]:
-    """Run ``python train.py`` (tracking on, 2 epochs) in a fresh process: seconds from process
-    start to the first training step, peak RSS, and RSS after each epoch."""
+    """Run ``python train.py`` (tracking on, 2 epochs) in a fresh process, twice on one store:
+    seconds from process start to the first training step with a new store (schema creation)
+    and with an existing one; wall time, peak RSS and RSS after each epoch of the second."""
     store = tmp / "startup-store"
     overrides = [*platform_overrides(w, store), "trainer.max_epochs=2",
                  "+callbacks.bench_clock.report=true", "optimized_metric=null",
                  f"hydra.run.dir={tmp}/startup-run"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(HERE), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    log = tmp / "startup.out"
-    t0 = time.time()
-    with open(log, "w") as out_file:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides], cwd=tmp,
-                                env=env, stdout=out_file, stderr=subprocess.STDOUT)
-        status = proc.wait()
-    wall = time.time() - t0
-    out = log.read_text()
-    if status != 0:
-        raise RuntimeError(f"train.py failed:\n{out[-5000:]}")
-    clock = dict(re.findall(r"CLOCK (\w+)=(\S+)", out))
+    result: dict[str, float] = {}
+    for key in ("startup_new_store", "startup"):
+        log = tmp / f"{key}.out"
+        t0 = time.time()
+        with open(log, "w") as out_file:
+            proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *overrides],
+                                    cwd=tmp, env=env, stdout=out_file, stderr=subprocess.STDOUT)
+            status = proc.wait()
+        wall = time.time() - t0
+        out = log.read_text()
+        if status != 0:
+            raise RuntimeError(f"train.py failed:\n{out[-5000:]}")
+        clock = dict(re.findall(r"CLOCK (\w+)=(\S+)", out))
+        result[key] = float(clock["first_step"]) - t0
     rss = [float(v) for k, v in sorted(clock.items()) if k.startswith("rss_after_epoch")]
+    # of which imports: the same packages in a fresh interpreter (timed inside it: a process
+    # with torch loaded takes a while to exit)
+    timed = ("import time; t = time.perf_counter(); import initlab.training, mlflow.tracking; "
+             "print(time.perf_counter() - t)")
+    result["imports"] = float(subprocess.run([sys.executable, "-c", timed], cwd=tmp, env=env,
+                                             check=True, capture_output=True, text=True).stdout)
     # peak RSS from the child's VmHWM: its ru_maxrss would include this (big) process, which
     # Linux carries over from the forked copy that exec replaced
-    return {"startup": float(clock["first_step"]) - t0, "wall": wall,
-            "peak_rss": float(clock["peak_rss"]),
-            "rss_epochs": rss}
+    return {**result, "wall": wall, "peak_rss": float(clock["peak_rss"]), "rss_epochs": rss}
 
 
 # ---- the benchmark -------------------------------------------------------------------------
@@ -293,16 +313,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny workload (8x8 digits, small nets, 1 repeat): a smoke test")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads for every loop (default 1: on a shared "
-                             "2-core machine two threads made the small loops 10-30x slower "
-                             "and far noisier, platform and bare alike)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for every loop (default: torch's own, one "
+                             "per core, as a user's script gets; on a machine busy with other "
+                             "work, --threads 1 is far less noisy)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="repeats of each loop (default 5; growth and circles use 3)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the train.py subprocess too
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the train.py subprocess too
     quick = args.quick
+    if not quick and not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        parser.exit(2, f"bench_train.py: the full benchmark reads Fashion-MNIST from {FASHION}: "
+                       "`apt-get install dataset-fashion-mnist` (Debian), or run --quick\n")
     repeats = args.repeats or (1 if quick else 5)
     small_repeats = args.repeats or (1 if quick else 3)
     w = QUICK if quick else FULL
@@ -346,35 +370,39 @@ def _run(args, quick, repeats, small_repeats, w, circles_steps, circles_epochs, 
         return loop
 
     # Warm-up (imports, first MLflow store, allocator): not timed.
+    optimizer = platform_optimizer(w)
     run_platform(platform_overrides(w, store))
-    bare_epoch(x, y, w.hidden, w.batch)
+    bare_epoch(x, y, w.hidden, w.batch, optimizer)
 
     loops = {
         "platform (tracking on)": platform("on", platform_overrides(w, store)),
-        "platform (tracking=none)": platform("off", platform_overrides(w, None)),
-        "bare loop (tensor slices)": other("bare", lambda: bare_epoch(x, y, w.hidden, w.batch)),
+        "platform (tracking=none, no diag)": platform("off", platform_overrides(w, None,
+                                                                               diagnostics=False)),
+        "bare loop (tensor slices)": other(
+            "bare", lambda: bare_epoch(x, y, w.hidden, w.batch, optimizer)),
+        "bare loop, Adam defaults": other("bare_default", lambda: bare_epoch(x, y, w.hidden, w.batch)),
         "S3 loop (DataLoader+ToTensor)": other("s3", lambda: s3_epoch(s3_data, w.hidden, w.batch)),
     }
     times = alternate(loops, repeats)
     m = {k: med(v) for k, v in times.items()}
-    on, off = m["platform (tracking on)"], m["platform (tracking=none)"]
+    on, off = m["platform (tracking on)"], m["platform (tracking=none, no diag)"]
     bare, s3 = m["bare loop (tensor slices)"], m["S3 loop (DataLoader+ToTensor)"]
     jobs = {k: med([j for j, _ in runs[k]]) for k in ("on", "off")}
 
     print(f"\nEpoch time, median of {repeats} (alternating runs)")
     print(f"  {'loop':<34}{'seconds':>9}{'steps':>8}{'images/s':>10}")
-    for (name, values), key in zip(times.items(), ("on", "off", "bare", "s3")):
+    for (name, values), key in zip(times.items(), ("on", "off", "bare", "bare_default", "s3")):
         print(fmt_row(name, med(values), runs[key][0][1], images,
                       f"min {min(values):.3f} max {max(values):.3f}"))
     print(f"  {'job: train(cfg), tracking on':<34}{jobs['on']:>9.3f}"
           f"{'':>18}  prepare + fit + test + MLflow records")
-    print(f"  {'job: train(cfg), tracking=none':<34}{jobs['off']:>9.3f}")
+    print(f"  {'job: train(cfg), tracking=none':<34}{jobs['off']:>9.3f}{'':>18}  no diagnostics")
 
     targets = [
         ("platform / bare", on / bare, "<=", 1.25),
         ("S3 / platform", s3 / on, ">=", 3.0),
-        ("tracking on / tracking=none (epoch)", on / off, "<=", 1.10),
-        ("tracking on / tracking=none (job)", jobs["on"] / jobs["off"], "", None),
+        ("tracking+diagnostics / neither (epoch)", on / off, "<=", 1.10),
+        ("tracking+diagnostics / neither (job)", jobs["on"] / jobs["off"], "", None),
     ]
 
     # ---- cost growth --------------------------------------------------------------------
@@ -386,7 +414,7 @@ def _run(args, quick, repeats, small_repeats, w, circles_steps, circles_epochs, 
         wb = Workload(w.dataset, w.hidden, batch, w.extra)
         t = alternate({
             "platform": lambda wb=wb, model=model: run_platform(platform_overrides(wb, store, model))[0],
-            "bare": lambda batch=batch, hidden=hidden: bare_epoch(x, y, hidden, batch)[0],
+            "bare": lambda batch=batch, hidden=hidden: bare_epoch(x, y, hidden, batch, optimizer)[0],
         }, small_repeats)
         growth_rows.append((label, med(t["platform"]), med(t["bare"])))
 
@@ -433,6 +461,8 @@ def _run(args, quick, repeats, small_repeats, w, circles_steps, circles_epochs, 
     print(f"\n{gpu_line.strip()}")
     print(f"\nStart-up and memory of `python train.py` (tracking on, 2 epochs, fresh process)")
     print(f"  start-up (process start to first training step)  {st['startup']:>7.2f} s")
+    print(f"    of which importing torch, Lightning, MLflow      {st['imports']:>7.2f} s")
+    print(f"  the same, first run on a new store (schema)        {st['startup_new_store']:>7.2f} s")
     print(f"  whole process wall time                            {st['wall']:>7.2f} s")
     print(f"  peak RSS                                           {st['peak_rss'] / 2**20:>7.0f} MiB")
     print(f"  RSS after each epoch (MiB)                         "

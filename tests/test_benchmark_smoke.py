@@ -11,11 +11,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 ROWS = [
-    "platform (tracking on)", "platform (tracking=none)", "bare loop (tensor slices)",
-    "S3 loop (DataLoader+ToTensor)", "job: train(cfg), tracking on", "Cost growth",
+    "platform (tracking on)", "platform (tracking=none, no diag)", "bare loop (tensor slices)",
+    "bare loop, Adam defaults", "S3 loop (DataLoader+ToTensor)", "job: train(cfg), tracking on", "Cost growth",
     "5-layer 512 net", "S4 circles", "platform (tracking on), fit", "bare loop", "GPU",
-    "start-up (process start to first training step)", "peak RSS", "Targets (issue 5)",
-    "platform / bare", "S3 / platform", "tracking on / tracking=none (epoch)",
+    "start-up (process start to first training step)", "of which importing torch",
+    "first run on a new store", "peak RSS", "Targets (issue 5)",
+    "platform / bare", "S3 / platform", "tracking+diagnostics / neither (epoch)",
     "circles: platform / bare",
 ]
 
