@@ -35,6 +35,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from initlab import interrupts
 from initlab.store import PARENT_RUN_FILE, log_metrics, read_parent_run, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,8 @@ class RunLogger(MLFlowLogger):
     def flush(self) -> None:
         """Write the buffered metrics (MLflow takes at most 1,000 per batch)."""
         pending, self._pending = self._pending, []
-        log_metrics(self.experiment, self.run_id, pending)
+        with interrupts.store_write():
+            log_metrics(self.experiment, self.run_id, pending)
         self._last_flush = time.monotonic()
 
     def finalize(self, status: str = "success") -> None:  # noqa: D102
@@ -225,14 +227,6 @@ class TrackedRun:
         return self.client.get_run(self.run_id).data.tags
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a killed job, a preempted node) handled like Ctrl-C: the run ends KILLED."""
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated()
-
-
 @contextlib.contextmanager
 def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
     """Create the job's MLflow run, log its params and tags, and always end it with the status
@@ -269,29 +263,24 @@ def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
     for start in range(0, len(items), 100):
         client.log_batch(handle.run_id, params=items[start:start + 100])
 
-    previous = None
-    with contextlib.suppress(ValueError):  # not the main thread: leave SIGTERM alone
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield handle
-    except KeyboardInterrupt:
-        _end(handle, "KILLED")
-        raise
-    except SystemExit as exit_:
-        if isinstance(handle.recorder.exception, KeyboardInterrupt):
-            _end(handle, "KILLED")  # Lightning turned Ctrl-C into sys.exit(1)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt from exit_
-        _fail(handle)
-        raise
-    except BaseException:
-        _fail(handle)
-        raise
-    else:
-        _end(handle, "FINISHED")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with interrupts.handling():  # Ctrl-C / SIGTERM: KILLED, never mid-write
+        try:
+            yield handle
+        except KeyboardInterrupt:
+            _end(handle, "KILLED")
+            raise
+        except SystemExit as exit_:
+            if isinstance(handle.recorder.exception, KeyboardInterrupt):
+                _end(handle, "KILLED")  # Lightning turned Ctrl-C into sys.exit(1)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt from exit_
+            _fail(handle)
+            raise
+        except BaseException:
+            _fail(handle)
+            raise
+        else:
+            _end(handle, "FINISHED")
 
 
 def _fail(handle: TrackedRun) -> None:
@@ -302,7 +291,8 @@ def _fail(handle: TrackedRun) -> None:
 
 def _end(handle: TrackedRun, status: str) -> None:
     try:
-        handle.client.set_terminated(handle.run_id, status)
+        with interrupts.store_write():
+            handle.client.set_terminated(handle.run_id, status)
     except Exception:  # the store itself is gone: say so, do not mask the original error
         log.exception("could not mark MLflow run %s as %s", handle.run_id, status)
 

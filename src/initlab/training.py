@@ -27,6 +27,7 @@ from initlab.curves import metric_history, plot_curves
 from initlab.datamodule import TensorDataModule
 from initlab.divergence import DivergenceGuard
 from initlab.errors import ConfigError
+from initlab.interrupts import InterruptCheck, handling
 from initlab.models import check_fits_data
 from initlab.module import ClassifierModule
 from initlab.tracking import HydraContext, TrackedRun, run_name, tracked_run
@@ -116,9 +117,10 @@ def _device(cfg: DictConfig) -> str:
 
 
 def _callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The divergence guard and progress bar, plus every ``callbacks.<name>`` node of the config
+    """The divergence guard, the interrupt check and the progress bar, plus every ``callbacks.<name>`` node of the config
     (each a ``_target_``; null disables it), e.g. diagnostics or an Optuna pruning callback."""
-    callbacks: list[L.Callback] = [DivergenceGuard(cfg.get("divergence_check_every", 1))]
+    callbacks: list[L.Callback] = [DivergenceGuard(cfg.get("divergence_check_every", 1)),
+                                   InterruptCheck()]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=cfg.get("progress_refresh_rate", 10)))
     for node in (cfg.get("callbacks") or {}).values():
@@ -172,7 +174,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     hydra = HydraContext.current()
     out = hydra.output_dir or Path(tempfile.mkdtemp(prefix="initlab-"))
     if not cfg.tracking.get("enabled", True):
-        metrics = _fit_and_test(cfg, job, None)
+        with handling():
+            metrics = _fit_and_test(cfg, job, None)
         _summarize(cfg, metrics, None)
         return metrics
     with tracked_run(cfg, _device(cfg)) as run:
