@@ -11,7 +11,7 @@ one Lightning step each, so that Lightning's per-step work is paid once per bloc
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning.pytorch as L
@@ -104,11 +104,11 @@ class TensorBatches:
             yield x.split(sizes), y.split(sizes)
 
 
-def block_steps(batch: Any) -> int:
-    """Optimizer steps in one training batch of ``TensorDataModule``: the block's length, or 1
-    for a plain ``(x, y)`` batch."""
-    xs = batch[0]
-    return len(xs) if isinstance(xs, (tuple, list)) else 1
+def as_block(batch: Any) -> tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]:
+    """A training batch as a block ``(xs, ys)`` of mini-batches, one optimizer step each: a
+    block of ``TensorBatches`` as it is, a plain ``(x, y)`` batch as a block of one."""
+    xs, ys = batch[0], batch[1]
+    return (xs, ys) if isinstance(xs, (tuple, list)) else ((xs,), (ys,))
 
 
 class TensorDataModule(L.LightningDataModule):

@@ -35,7 +35,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from initlab import meanfield
-from initlab.datamodule import block_steps
+from initlab.datamodule import as_block
 from initlab.histograms import histogram_data, plot_row
 from initlab.layerstats import Layer, Measurement, layers_of, measure, signal_ratio, weight_variances
 
@@ -213,7 +213,7 @@ class InitDiagnostics(Callback):
         sampled optimizer step is the block's last (the one Lightning's hooks see)."""
         if self.every_n_steps:
             step, n = trainer.global_step, self.every_n_steps
-            return (step + block_steps(batch)) // n > step // n
+            return (step + len(as_block(batch)[0])) // n > step // n
         last = batch_idx + 1 >= trainer.num_training_batches
         return last and (trainer.current_epoch + 1) % self.every_n_epochs == 0
 

@@ -20,6 +20,8 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 
+from initlab.datamodule import as_block
+
 
 def _count_plain_steps(trainer: L.Trainer, n: int) -> None:
     """Add ``n`` optimizer steps taken outside Lightning to ``trainer.global_step`` (in manual
@@ -92,7 +94,7 @@ class ClassifierModule(L.LightningModule):
         progress bar, callbacks' ``on_before_optimizer_step``...) runs once per block, around its
         last step; the other steps are plain PyTorch, counted into ``global_step``.  Returns the
         block's mean loss (non-finite if any step's loss was)."""
-        xs, ys = block if isinstance(block[0], (tuple, list)) else ((block[0],), (block[1],))
+        xs, ys = as_block(block)
         first = self.global_step
         steps = len(xs)
         if self.trainer.max_steps is not None and self.trainer.max_steps >= 0:

@@ -117,8 +117,9 @@ def _device(cfg: DictConfig) -> str:
 
 
 def _callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The divergence guard, the interrupt check and the progress bar, plus every ``callbacks.<name>`` node of the config
-    (each a ``_target_``; null disables it), e.g. diagnostics or an Optuna pruning callback."""
+    """The divergence guard, the interrupt check and the progress bar, plus every
+    ``callbacks.<name>`` node of the config (each a ``_target_``; null disables it), e.g.
+    diagnostics or an Optuna pruning callback."""
     callbacks: list[L.Callback] = [DivergenceGuard(cfg.get("divergence_check_every", 1)),
                                    InterruptCheck()]
     if cfg.trainer.get("enable_progress_bar", True):
