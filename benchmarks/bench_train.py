@@ -6,7 +6,7 @@
 Workload (issue 5): the S0/S3 MLP 784-256-256-10, Adam lr 1e-3, batch 100, one epoch over the
 60,000 Fashion-MNIST training images (Debian's dataset-fashion-mnist), CPU.  Loops:
 
-* ``platform``: the real ``initlab.training.train(cfg)`` on a Hydra-composed ``conf/train.yaml``
+* ``platform``: the real ``initlab.job.train(cfg)`` on a Hydra-composed ``conf/train.yaml``
   (tracking into a temporary MLflow store, default callbacks: divergence guard, progress bar,
   diagnostics, and whatever ``callbacks`` the config adds), and again with ``tracking=none
   diagnostics=off``.  ``dataset.val_size=0`` so that every loop does the same 600 steps on the
@@ -85,6 +85,7 @@ def platform_overrides(w: Workload, store: Path | None, model: str | None = None
                        diagnostics: bool = True) -> list[str]:
     hidden = ",".join(map(str, w.hidden))
     out = [f"dataset={w.dataset}", "dataset.val_size=0", f"dataset.batch_size={w.batch}",
+           "callbacks.model_checkpoint.monitor=train/loss", "callbacks.model_checkpoint.mode=min",
            "dataset.drop_last=true", "trainer.max_epochs=1", "optimizer=adam",
            "optimizer.lr=0.001", "+callbacks.bench_clock._target_=clocks.EpochClock", *w.extra]
     out += [f"model={model}"] if model else [f"model.hidden=[{hidden}]"]
@@ -98,7 +99,7 @@ def platform_overrides(w: Workload, store: Path | None, model: str | None = None
 
 def platform_optimizer(w: Workload) -> Callable:
     """The optimizer factory the platform builds from its config (``conf/optimizer/``)."""
-    from initlab.training import build
+    from initlab.engine.build import build
 
     return build(compose(platform_overrides(w, None)).optimizer)
 
@@ -114,7 +115,7 @@ def quiet():
 
 def run_platform(overrides: list[str]) -> tuple[float, float, int]:
     """(epoch seconds, whole train(cfg) seconds, steps) of one real platform run."""
-    from initlab.training import train
+    from initlab.job import train
 
     cfg = compose(overrides)
     t0 = time.perf_counter()
@@ -127,7 +128,7 @@ def run_platform(overrides: list[str]) -> tuple[float, float, int]:
 
 # ---- the hand-written loop -----------------------------------------------------------------
 def make_mlp(in_features: int, hidden: list[int], outputs: int) -> torch.nn.Module:
-    from initlab.models import MLP
+    from initlab.nets import MLP
 
     model = MLP(in_features, outputs, hidden)
     for m in model.modules():
@@ -231,7 +232,7 @@ def circles_overrides(store: Path | None, steps: int, epochs: int) -> list[str]:
 def bare_circles(x: torch.Tensor, y: torch.Tensor, steps: int, seed: int = 0) -> float:
     """S4's loop: full-batch gradient descent, BCE on one sigmoid output."""
     torch.manual_seed(seed)
-    from initlab.models import MLP
+    from initlab.nets import MLP
 
     model = MLP(2, 1, [10, 5])
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -274,7 +275,7 @@ def startup(w: Workload, tmp: Path) -> dict[str, float]:
     rss = [float(v) for k, v in sorted(clock.items()) if k.startswith("rss_after_epoch")]
     # of which imports: the same packages in a fresh interpreter (timed inside it: a process
     # with torch loaded takes a while to exit)
-    timed = ("import time; t = time.perf_counter(); import initlab.training, mlflow.tracking; "
+    timed = ("import time; t = time.perf_counter(); import initlab.job, mlflow.tracking; "
              "print(time.perf_counter() - t)")
     result["imports"] = float(subprocess.run([sys.executable, "-c", timed], cwd=tmp, env=env,
                                              check=True, capture_output=True, text=True).stdout)
@@ -298,7 +299,7 @@ def med(values: list[float]) -> float:
 
 
 def load_images(w: Workload) -> tuple[torch.Tensor, torch.Tensor]:
-    from initlab import datasets
+    from initlab.data import loaders as datasets
 
     raw = datasets.load(w.dataset)
     return raw.x, raw.y
@@ -419,7 +420,7 @@ def _run(args, quick, repeats, small_repeats, w, circles_steps, circles_epochs, 
         growth_rows.append((label, med(t["platform"]), med(t["bare"])))
 
     # ---- S4 circles -----------------------------------------------------------------------
-    from initlab import datasets
+    from initlab.data import loaders as datasets
 
     c = datasets.load("circles")
     cx, cy = c.x, c.y

@@ -55,7 +55,9 @@ def run_cli(tmp_path: Path, store: str, *args: str, timeout: float = 300,
            f"tracking.artifact_root={tmp_path}/mlruns/artifacts",
            f"hydra.run.dir={tmp_path}/outputs/run",
            f"hydra.sweep.dir={tmp_path}/multirun"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Test-only callbacks (tests/hooks.py, tests/failing.py) importable by the child.
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                           env=env)
     if check and proc.returncode != 0:

@@ -103,3 +103,28 @@ def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
     assert sorted(r.info.run_name for r in runs) == ["xavier-mlp-digits-seed0",
                                                      "xavier-mlp-digits-seed1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(tmp_path, store):
+    """Two CPU processes (gloo): each rank sees its own share of every epoch, sized as a
+    DistributedSampler would make it, and together they see every training sample."""
+    import json
+    import math
+
+    from hooks import digest
+    from initlab.engine.datamodule import TensorDataModule
+
+    prefix = tmp_path / "rank"
+    run_cli(tmp_path, store, "trainer=ddp_cpu", *FAST, "trainer.max_epochs=1",
+            "+callbacks.seen._target_=hooks.SeenSamples", f"+callbacks.seen.prefix={prefix}")
+    ranks = [json.loads(Path(f"{prefix}{r}.json").read_text()) for r in (0, 1)]
+    dm = TensorDataModule("digits", 64, shape=[1, 8, 8], num_classes=10, val_size=200,
+                          test_size=300)
+    dm.setup()
+    train_set = {digest(row) for row in dm.splits["train"][0]}
+    n = len(dm.splits["train"][0])  # 1,297
+    per_rank = math.ceil(n / 2)  # DistributedSampler: 649, one sample padded
+    assert [len(r["seen"]) for r in ranks] == [per_rank, per_rank]
+    assert set(ranks[0]["seen"]) | set(ranks[1]["seen"]) == train_set
+    assert len(set(ranks[0]["seen"]) & set(ranks[1]["seen"])) <= per_rank * 2 - n
+    assert [r["global_step"] for r in ranks] == [math.ceil(per_rank / 64)] * 2  # 11 steps each

@@ -1,0 +1,45 @@
+"""Short, readable names for an init config (figure legends, run names, tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from initlab.inits.apply import family_options
+from initlab.inits.families import INIT_FAMILIES
+
+
+def plain_value(text: Any) -> Any:
+    """An MLflow param (a string) back to a number / bool / None where it is one."""
+    if not isinstance(text, str):
+        return text
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def init_label(init: Mapping[str, Any], with_scale: bool = True) -> str:
+    """``he``, ``normal(std=1)``, ``xavier(distribution=normal) x2``: the family, the options
+    that differ from its defaults (a normal's std always), and the scale when not 1."""
+    name = str(init.get("name", "?"))
+    defaults = family_options(name) if name in INIT_FAMILIES else {}
+    shown = []
+    for key, raw in init.items():
+        value = plain_value(raw)
+        if key in ("name", "scale", "bias") or isinstance(value, Mapping):
+            continue
+        if key == "std" or (key in defaults and defaults[key] != value):
+            shown.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    label = f"{name}({', '.join(shown)})" if shown else name
+    scale = plain_value(init.get("scale", 1.0))
+    if with_scale and isinstance(scale, (int, float)) and scale != 1:
+        label += f" x{scale:g}"
+    return label

@@ -1,0 +1,95 @@
+"""``train(cfg)``: one job, from a checked config to a tracked, tested model.
+
+The config is checked against the schema first (``initlab.config.validate``), and everything
+that needs data (loading it, fitting the net to it) happens in ``prepare`` before the MLflow run
+is created, so bad input leaves nothing behind.  Then the engine trains, and the tracking layer
+records; this module only puts them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from initlab.config import validate
+from initlab.engine.build import prepare
+from initlab.engine.checkpoints import checkpoint_files, resolve_ckpt_path
+from initlab.engine.fit import fit_and_test, make_trainer
+from initlab.errors import ConfigError
+from initlab.report.curves import metric_history, plot_curves
+from initlab.tracking import interrupts
+from initlab.tracking.artifacts import record_job
+from initlab.tracking.context import HydraContext
+from initlab.tracking.record import TAG_RESUMED_FROM, run_name
+from initlab.tracking.run import TrackedRun, tracked_run
+
+log = logging.getLogger(__name__)
+CURVE_METRICS = ["train/loss", "val/loss", "train/acc", "val/acc", "train/loss_step"]
+
+
+def device_of(cfg: DictConfig) -> str:
+    accelerator = cfg.trainer.get("accelerator", "cpu")
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)}) x{cfg.trainer.get('devices', 1)}"
+    return f"cpu x{cfg.trainer.get('devices', 1)}"
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, validate and test one configuration; return its final metrics.
+
+    With ``tracking.enabled`` the run is recorded in MLflow (params, tags, metrics, artifacts)
+    and always ends FINISHED, FAILED or KILLED."""
+    validate(cfg)
+    tracking = cfg.tracking.get("enabled", True)
+    ckpt, resumed_from = resolve_ckpt_path(cfg.get("ckpt_path"),
+                                           cfg.tracking.get("tracking_uri") if tracking else None)
+    job = prepare(cfg)
+    hydra = HydraContext.current()
+    out = hydra.output_dir or Path(tempfile.mkdtemp(prefix="initlab-"))
+    if not tracking:
+        with interrupts.handling():
+            metrics = fit_and_test(make_trainer(cfg, out, None), job, ckpt)
+        summarize(cfg, metrics, None)
+        return metrics
+    with tracked_run(cfg, device_of(cfg)) as run:
+        if ckpt:
+            run.set_tag(TAG_RESUMED_FROM, resumed_from or ckpt)
+        trainer = make_trainer(cfg, out, run.logger(), [run.recorder])
+        metrics = fit_and_test(trainer, job, ckpt)
+        record_job(run, cfg, job.module.model, out, checkpoint_files(trainer))
+        history = metric_history(run.client, run.run_id, CURVE_METRICS)
+        if history:
+            run.log_artifact(plot_curves(history, run_name(cfg), out / "curves.png"))
+    summarize(cfg, metrics, run)
+    return metrics
+
+
+def summarize(cfg: DictConfig, metrics: dict[str, float], run: TrackedRun | None) -> None:
+    acc, loss = metrics.get("test/acc", float("nan")), metrics.get("test/loss", float("nan"))
+    lines = [f"{run_name(cfg)}: test accuracy {acc:.4f}, test loss {loss:.4f}"
+             + ("  [DIVERGED]" if metrics.get("diverged") else "")]
+    if run is not None:
+        uri = run.tracking_uri
+        lines += [
+            f"MLflow run {run.run_id} in experiment '{run.experiment}' (id {run.experiment_id}), "
+            f"store {uri}",
+            f"Open it: mlflow ui --backend-store-uri {uri}  ->  "
+            f"http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}",
+        ]
+    text = "\n".join(lines)
+    log.info(text)
+    print(text, flush=True)
+
+
+def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The one number a sweeper optimizes: ``cfg.optimized_metric`` of the finished run."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric {name!r} was never logged; logged: {sorted(metrics)}")
+    return metrics[name]

@@ -1,0 +1,48 @@
+"""What a finished job leaves in its run besides metrics: the resolved config, the overrides,
+the final weights (safetensors: tensors only, nothing a reader could execute), the checkpoints
+and Hydra's job log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from initlab.tracking.context import HydraContext
+from initlab.tracking.run import TrackedRun
+
+WEIGHTS_FILE = "final_weights.safetensors"
+WEIGHTS_ARTIFACT = f"model/{WEIGHTS_FILE}"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> Path:
+    """The model's state dict as safetensors (contiguous CPU copies)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(path))
+    return path
+
+
+def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
+    """Tensors only: a safetensors file cannot carry code."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def record_job(run: TrackedRun, cfg: DictConfig, model: torch.nn.Module, out: Path,
+               checkpoints: Sequence[Path] = ()) -> None:
+    hydra = HydraContext.current()
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run.log_artifact(out / "config.yaml")
+    run.log_text("\n".join(hydra.overrides) + "\n", "overrides.txt")
+    run.log_artifact(save_weights(model, out / WEIGHTS_FILE), "model")
+    for path in checkpoints:
+        run.log_artifact(path, CHECKPOINT_DIR)
+    if hydra.output_dir is not None:  # Hydra's job log, <job name>.log
+        for log_file in hydra.output_dir.glob("*.log"):
+            run.log_artifact(log_file)
