@@ -8,21 +8,42 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # The config and the store were checked before Hydra created anything (the SweepCheck
+    # callback: every job of a multirun up front); train() checks its config again (1 ms) for
+    # callers that do not go through this entry point.
+    from initlab.config import refuse
     from initlab.errors import ConfigError
-    from initlab.training import objective, train
+    from initlab.jobs import objective, train
 
     try:
         if cfg.task == "propagation":  # S1's forward-only study (no training)
-            from initlab.propagation import run_propagation
+            from initlab.jobs.propagation import run_propagation
 
             metrics = run_propagation(cfg)
         else:
             metrics = train(cfg)
     except ConfigError as err:
-        # Bad input: one paragraph, no traceback, and (in a multirun) no further jobs.
-        sys.exit(f"initlab: configuration error: {err}")
+        # Bad input found with the data (a data set not available offline): one paragraph on
+        # stderr, exit code 2, no traceback, and (in a multirun) no further jobs.
+        refuse(err)
     return objective(cfg, metrics)
 
 
+def _composition_error(exit_: SystemExit) -> bool:
+    """Hydra reports a config it cannot compose (an unknown group option, a key not in the
+    config, a bad override) with its own message and exit code 1; it is bad input too."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, \
+        OverrideParseException
+
+    cause = exit_.__context__
+    refused = (ConfigCompositionException, MissingConfigException, OverrideParseException)
+    return exit_.code == 1 and isinstance(cause, refused)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exit_:
+        if _composition_error(exit_):
+            sys.exit(2)
+        raise

@@ -6,7 +6,7 @@
 Workload (issue 5): the S0/S3 MLP 784-256-256-10, Adam lr 1e-3, batch 100, one epoch over the
 60,000 Fashion-MNIST training images (Debian's dataset-fashion-mnist), CPU.  Loops:
 
-* ``platform``: the real ``initlab.job.train(cfg)`` on a Hydra-composed ``conf/train.yaml``
+* ``platform``: the real ``initlab.jobs.train(cfg)`` on a Hydra-composed ``conf/train.yaml``
   (tracking into a temporary MLflow store, default callbacks: divergence guard, progress bar,
   diagnostics, and whatever ``callbacks`` the config adds), and again with ``tracking=none
   diagnostics=off``.  ``dataset.val_size=0`` so that every loop does the same 600 steps on the
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
-import io
 import logging
 import os
 import re
@@ -115,7 +114,7 @@ def quiet():
 
 def run_platform(overrides: list[str]) -> tuple[float, float, int]:
     """(epoch seconds, whole train(cfg) seconds, steps) of one real platform run."""
-    from initlab.job import train
+    from initlab.jobs import train
 
     cfg = compose(overrides)
     t0 = time.perf_counter()
@@ -275,7 +274,7 @@ def startup(w: Workload, tmp: Path) -> dict[str, float]:
     rss = [float(v) for k, v in sorted(clock.items()) if k.startswith("rss_after_epoch")]
     # of which imports: the same packages in a fresh interpreter (timed inside it: a process
     # with torch loaded takes a while to exit)
-    timed = ("import time; t = time.perf_counter(); import initlab.job, mlflow.tracking; "
+    timed = ("import time; t = time.perf_counter(); import initlab.jobs, mlflow.tracking; "
              "print(time.perf_counter() - t)")
     result["imports"] = float(subprocess.run([sys.executable, "-c", timed], cwd=tmp, env=env,
                                              check=True, capture_output=True, text=True).stdout)
@@ -460,13 +459,13 @@ def _run(args, quick, repeats, small_repeats, w, circles_steps, circles_epochs, 
     print(f"  {'bare loop':<40}{circ['bare']:>9.3f} s")
     targets.append(("circles: platform / bare", circ["platform"] / circ["bare"], "<=", 2.0))
     print(f"\n{gpu_line.strip()}")
-    print(f"\nStart-up and memory of `python train.py` (tracking on, 2 epochs, fresh process)")
+    print("\nStart-up and memory of `python train.py` (tracking on, 2 epochs, fresh process)")
     print(f"  start-up (process start to first training step)  {st['startup']:>7.2f} s")
     print(f"    of which importing torch, Lightning, MLflow      {st['imports']:>7.2f} s")
     print(f"  the same, first run on a new store (schema)        {st['startup_new_store']:>7.2f} s")
     print(f"  whole process wall time                            {st['wall']:>7.2f} s")
     print(f"  peak RSS                                           {st['peak_rss'] / 2**20:>7.0f} MiB")
-    print(f"  RSS after each epoch (MiB)                         "
+    print("  RSS after each epoch (MiB)                         "
           + ", ".join(f"{r / 2**20:.0f}" for r in st["rss_epochs"]))
     print(f"  training images held as float32                    {data_bytes / 2**20:>7.0f} MiB")
 

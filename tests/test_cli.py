@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from conftest import FAST, ROOT, all_runs, default_sigint, run_cli
 
@@ -81,7 +80,7 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, store):
 
 @pytest.mark.parametrize("args,message", [
     (["init=bogus"], "Available options in 'init'"),
-    (["init=normal", "init.std=-0.01"], "init.std must be a non-negative number"),
+    (["init=normal", "init.std=-0.01"], "init.std = -0.01 is not allowed"),
     (["model.in_features=100"], "model/data mismatch"),
     (["dataset=mnist", "dataset.options.download=false", "dataset.options.root=nowhere"],
      "offline alternatives"),

@@ -1,13 +1,11 @@
 """Every option of every config group, and every preset, composes into a valid job config."""
 
 import pytest
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONF
 from initlab import inits
 from initlab.config import validate
-from initlab.engine.build import build
 
 GROUPS = ["init", "model", "optimizer", "dataset", "trainer", "tracking", "scheduler", "callbacks"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -19,11 +17,10 @@ def test_every_group_option_composes(make_cfg, group, option):
     cfg = make_cfg(f"{group}={option}")
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     if group == "init":
-        inits.check_init_config(OmegaConf.to_container(cfg.init))
         assert cfg.init.name == option
     if group in ("model", "optimizer", "scheduler") and cfg.get(group):
         assert cfg[group].name  # run names and params need it
-    validate(cfg)
+    validate(cfg, devices=False)  # trainer=gpu/ddp compose on machines without CUDA
 
 
 def test_every_init_family_has_a_config_file():
@@ -34,7 +31,7 @@ def test_every_init_family_has_a_config_file():
 def test_every_study_preset_composes(make_cfg, preset):
     cfg = make_cfg(f"experiment={preset}")
     OmegaConf.to_container(cfg, resolve=True)
-    validate(cfg)
+    validate(cfg, devices=False)  # trainer=gpu/ddp compose on machines without CUDA
     assert cfg.tracking.experiment != "initlab"  # presets record into their own experiment
 
 

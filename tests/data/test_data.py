@@ -5,7 +5,7 @@ import torch
 
 from initlab.data import loaders as datasets
 from initlab.engine.datamodule import TensorDataModule
-from initlab.errors import ConfigError, DatasetUnavailableError
+from initlab.errors import DatasetUnavailableError
 
 
 def module(name="digits", **kw):

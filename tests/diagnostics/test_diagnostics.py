@@ -14,7 +14,7 @@ from initlab.inits import initialize
 from initlab.diagnostics.layerstats import measure
 from initlab.nets import MLP
 from initlab.engine.build import prepare
-from initlab.job import train
+from initlab.jobs import train
 
 TINY = ["dataset=digits", "model=mlp", "model.hidden=[32,32,32]", "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false", "dataset.batch_size=200"]

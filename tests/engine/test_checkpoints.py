@@ -8,7 +8,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import FAST, all_runs
-from initlab.job import train
+from initlab.jobs import train
 
 BASE = [*FAST, "diagnostics=off"]
 

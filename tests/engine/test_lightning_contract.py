@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import FAST, all_runs
 from hooks import read
-from initlab.job import train
+from initlab.jobs import train
 
 STEPS_PER_EPOCH = 21
 
@@ -146,3 +146,22 @@ def test_schedulers_step_at_their_interval(counted, store, interval, expected):
     history = sorted(MlflowClient(store).get_metric_history(run.info.run_id, "lr-Adam"),
                      key=lambda m: m.step)
     assert [m.value for m in history] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_constant_init_stays_exactly_symmetric_through_float64_training(make_cfg, tmp_path):
+    """Every hidden unit of a layer starts equal and gets the same gradient: in float64 they
+    are still identical after training (S1's point about symmetry), to the last bits that the
+    CPU's float64 matrix kernels round differently per row (measured: 2e-17 of weights ~0.1)."""
+    from initlab.engine.build import prepare
+    from initlab.engine.fit import fit_and_test, make_trainer
+
+    cfg = make_cfg(*FAST, "init=constant", "init.bias.name=zeros", "trainer.precision=64-true",
+                   "optimizer=sgd", "optimizer.lr=0.1", "callbacks=none", tracking=False)
+    job = prepare(cfg)
+    fit_and_test(make_trainer(cfg, tmp_path, None), job)
+    hidden = [m for m in job.module.model if isinstance(m, torch.nn.Linear)][:-1]
+    assert hidden[0].weight.dtype == torch.float64
+    for layer in hidden:
+        w = layer.weight.detach()
+        assert not torch.equal(w, torch.full_like(w, w[0, 0]))  # it trained ...
+        assert (w - w[:1]).abs().max() <= 1e-14 * w.abs().max()  # ... and every unit is the same

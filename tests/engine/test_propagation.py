@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initlab.engine.propagation import run_propagation
+from initlab.jobs.propagation import run_propagation
 
 from conftest import run_cli
 

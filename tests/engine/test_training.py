@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from conftest import FAST, all_runs
 from initlab import inits
 from initlab.errors import ConfigError
-from initlab.job import train
+from initlab.jobs import train
 
 
 @pytest.mark.parametrize("family", sorted(inits.INIT_FAMILIES))
@@ -79,10 +79,10 @@ def test_ctrl_c_marks_the_run_killed(make_cfg, store):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["init=normal", "init.std=-1"], "init.std must be a non-negative"),
-    (["init.scale=-0.5"], "init.scale must be a non-negative"),
-    (["model.in_features=100"], "model/data mismatch: the model expects 100 features"),
-    (["optimizer.lr=0"], "optimizer.lr must be positive"),
+    (["init=normal", "init.std=-1"], "init.std = -1 is not allowed: a finite number >= 0"),
+    (["init.scale=-0.5"], "init.scale = -0.5 is not allowed: a finite number >= 0"),
+    (["model.in_features=100"], "model/data mismatch: model.in_features = 100 is not allowed"),
+    (["optimizer.lr=0"], "optimizer.lr = 0 is not allowed: a finite number > 0"),
     (["dataset=mnist", "dataset.options.download=false", "dataset.options.root=/nonexistent"],
      "offline alternatives: dataset=mnist5k"),
 ])
@@ -101,7 +101,7 @@ def test_max_steps_shorter_than_an_epoch_still_reports_validation(make_cfg):
 
 
 def test_an_optimized_metric_that_is_never_logged_is_rejected_up_front(make_cfg, store):
-    with pytest.raises(ConfigError, match="optimized_metric 'val/accuracy' is never logged"):
+    with pytest.raises(ConfigError, match="optimized_metric = 'val/accuracy' is not allowed: a training run never logged it"):
         train(make_cfg(*FAST, "optimized_metric=val/accuracy"))
     assert all_runs(store) == []
 

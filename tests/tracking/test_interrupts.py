@@ -8,6 +8,7 @@ import weakref
 
 import pytest
 
+from initlab.engine.callbacks import InterruptCheck
 from initlab.tracking import interrupts
 
 
@@ -47,7 +48,7 @@ def test_an_interrupt_swallowed_by_a_gc_callback_is_raised_at_the_next_batch():
     class Thing:
         pass
 
-    check = interrupts.InterruptCheck()
+    check = InterruptCheck()
     with interrupts.handling():
         thing = Thing()
         ref = weakref.ref(thing, lambda _: _signal_self(signal.SIGINT))  # noqa: F841

@@ -38,6 +38,7 @@ class ClassifierModule(L.LightningModule):
         self.scheduler_config = dict(scheduler_config or {})
         self.binary = getattr(model, "num_outputs", None) == 1
         self._sums: dict[str, torch.Tensor] = {}
+        self._epoch_lr = float("nan")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -81,10 +82,14 @@ class ClassifierModule(L.LightningModule):
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        # The epoch's learning rate, read before Lightning steps an epoch-interval scheduler
+        # (it does so after the epoch's last batch, before on_train_epoch_end).
+        self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
-        self.log("lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]),
-                 on_step=False, on_epoch=True)
+        self.log("lr", self._epoch_lr, on_step=False, on_epoch=True)
 
     def _evaluate(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch

@@ -35,37 +35,6 @@ def family_options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in params}
 
 
-# Options whose value is a spread or a multiplier of one: they must not be negative.
-_NON_NEGATIVE = ("scale", "std", "bound", "factor", "gain", "cutoff")
-
-
-def check_init_config(cfg: dict[str, Any]) -> None:
-    """Reject an init config that would fail or silently do the wrong thing, before training."""
-    options = dict(cfg)
-    name = options.pop("name", None)
-    bias = options.pop("bias", None) or {}
-    known = family_options(name)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"init {name!r} has no option {', '.join(map(repr, unknown))}; "
-            f"its options are: {', '.join(known)}"
-        )
-    for key in _NON_NEGATIVE:
-        value = options.get(key)
-        if value is not None and (not isinstance(value, (int, float)) or value < 0):
-            raise ConfigError(f"init.{key} must be a non-negative number, got {value!r}")
-    if options.get("distribution", "normal") not in ("normal", "uniform"):
-        raise ConfigError(
-            f"init.distribution must be 'normal' or 'uniform', got {options['distribution']!r}"
-        )
-    kind = bias.get("name", "default")
-    if kind not in BIAS_KINDS:
-        raise ConfigError(f"init.bias.name must be one of {', '.join(BIAS_KINDS)}, got {kind!r}")
-    if bias.get("std", 0.0) < 0:
-        raise ConfigError(f"init.bias.std must be non-negative, got {bias['std']}")
-
-
 def init_bias_(layer: nn.Module, name: str = "default", value: float = 0.0, std: float = 1.0) -> None:
     """Bias init, set apart from the weights: PyTorch's default U(+-1/sqrt(fan_in)), zeros, a
     constant, or N(0, std^2) (S0 uses std 1)."""
@@ -94,7 +63,6 @@ def initialize(
     Weights are drawn layer by layer from input to output, so the same seed gives the same
     network whatever the family's options.  ``probe`` (a batch of inputs) is needed by the
     data-dependent families (``lsuv``)."""
-    check_init_config(cfg)
     options = dict(cfg)
     name = options.pop("name")
     bias = dict(options.pop("bias", None) or {})

@@ -35,9 +35,7 @@ from initlab.report.labels import labels_for
 from initlab.report.query import DEFAULT_URI, load_record, select_runs
 from initlab.report.table import metrics_table, write_csv, write_summary
 
-# plot_depth is also reached here by initlab.engine.propagation (which should import it from
-# initlab.report.figures, or better have it in diagnostics: engine sits below report).
-__all__ = ["compare", "log_comparison", "main", "plot_depth"]
+__all__ = ["compare", "log_comparison", "main"]
 
 
 def compare(client, runs: Sequence, out: Path, title: str) -> dict[str, Path]:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from initlab.tracking.context import HydraContext
 from initlab.tracking.run import TrackedRun
+from initlab.tracking.secrets import mask
 
 WEIGHTS_FILE = "final_weights.safetensors"
 WEIGHTS_ARTIFACT = f"model/{WEIGHTS_FILE}"
@@ -37,9 +38,9 @@ def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
 def record_job(run: TrackedRun, cfg: DictConfig, model: torch.nn.Module, out: Path,
                checkpoints: Sequence[Path] = ()) -> None:
     hydra = HydraContext.current()
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out / "config.yaml").write_text(mask(OmegaConf.to_yaml(cfg, resolve=True)))
     run.log_artifact(out / "config.yaml")
-    run.log_text("\n".join(hydra.overrides) + "\n", "overrides.txt")
+    run.log_text(mask("\n".join(hydra.overrides)) + "\n", "overrides.txt")
     run.log_artifact(save_weights(model, out / WEIGHTS_FILE), "model")
     for path in checkpoints:
         run.log_artifact(path, CHECKPOINT_DIR)

@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from initlab.tracking.secrets import mask
+
 TAG_SWEEP_ID = "initlab.sweep_id"
 TAG_DIVERGED = "initlab.diverged"
 TAG_OVERRIDES = "initlab.overrides"
@@ -32,7 +34,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def run_params(cfg: DictConfig) -> dict[str, str]:
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("hydra", None)
-    return {k: str(v)[:6000] for k, v in flatten(container).items()}
+    return {k: mask(str(v))[:6000] for k, v in flatten(container).items()}
 
 
 def git_commit(cwd: str) -> str | None:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from initlab.tracking import interrupts
 from initlab.tracking.context import HydraContext
 from initlab.tracking.logger import RunLogger
+from initlab.tracking.secrets import mask
 from initlab.tracking.record import (TAG_OVERRIDES, TAG_SWEEP_ID, git_commit, run_name,
                                      run_params, versions)
 from initlab.tracking.store import prepare_store, read_parent_run
@@ -84,7 +85,7 @@ def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
         "mlflow.runName": run_name(cfg),
         "mlflow.source.name": "train.py",
         "mlflow.source.type": "LOCAL",
-        TAG_OVERRIDES: " ".join(hydra.overrides) or "(none)",
+        TAG_OVERRIDES: mask(" ".join(hydra.overrides)) or "(none)",
         "device": device,
         "host": platform.node(),
         **versions(),
@@ -127,7 +128,7 @@ def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
 
 def _fail(handle: TrackedRun) -> None:
     with contextlib.suppress(Exception):
-        handle.log_text(traceback.format_exc(), "traceback.txt")
+        handle.log_text(mask(traceback.format_exc()), "traceback.txt")
     _end(handle, "FAILED")
 
 

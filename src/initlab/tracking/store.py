@@ -22,7 +22,8 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def read_parent_run(sweep_dir: Path | None) -> dict[str, str] | None:
-    """The multirun's parent run (``run_id``, ``sweep_id``, ``tracking_uri``…), if there is one."""
+    """The multirun's parent run (``run_id``, ``sweep_id``, ``experiment_id``, ``store`` with its
+    password masked), if there is one."""
     if sweep_dir is None or not (Path(sweep_dir) / PARENT_RUN_FILE).exists():
         return None
     return json.loads((Path(sweep_dir) / PARENT_RUN_FILE).read_text())

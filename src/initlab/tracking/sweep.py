@@ -13,6 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from initlab.tracking.record import TAG_OVERRIDES, TAG_SWEEP_ID
+from initlab.tracking.secrets import mask
 from initlab.tracking.store import PARENT_RUN_FILE, prepare_store
 
 
@@ -36,7 +37,7 @@ class SweepParentRun(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{sweep_dir.parent.name}/{sweep_dir.name}"
-        overrides = " ".join(config.hydra.overrides.task) or "(none)"
+        overrides = mask(" ".join(config.hydra.overrides.task)) or "(none)"
         self._client = MlflowClient(tracking["tracking_uri"])
         run = self._client.create_run(
             experiment_id, run_name=f"sweep {sweep_id}",
@@ -46,7 +47,7 @@ class SweepParentRun(Callback):
         self._run_id = run.info.run_id
         (sweep_dir / PARENT_RUN_FILE).write_text(json.dumps(
             {"run_id": self._run_id, "sweep_id": sweep_id, "experiment_id": experiment_id,
-             "tracking_uri": tracking["tracking_uri"]}))
+             "store": mask(tracking["tracking_uri"])}))  # jobs use their own config's URI
         atexit.register(self._end, "FAILED")  # the multirun did not reach its end
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -19,6 +19,7 @@ import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf
 
 from initlab import inits
+from initlab.config import validate
 from initlab.diagnostics.callback import (ARTIFACT_DIR, HIST_FILE, STATS_FILE, classify_signal,
                                  flat_metrics, init_record, predictions)
 from initlab.diagnostics.histograms import histogram_data, plot_row
@@ -26,6 +27,7 @@ from initlab.diagnostics.layerstats import measure, signal_ratio
 from initlab.nets import check_fits_data
 from initlab.tracking.store import log_metrics, read_parent_run
 from initlab.tracking.run import HydraContext, tracked_run
+from initlab.tracking.secrets import mask
 from initlab.engine.build import build
 from initlab.inits.labels import init_label
 
@@ -41,7 +43,7 @@ def case_label(cfg: DictConfig) -> str:
 def run_propagation(cfg: DictConfig) -> dict[str, float]:
     """One forward pass at initialization; returns the flat ``diag/...`` metrics."""
     options = {**DEFAULTS, **OmegaConf.to_container(cfg.get("propagation") or {}, resolve=True)}
-    inits.check_init_config(OmegaConf.to_container(cfg.init, resolve=True))
+    validate(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build(cfg.dataset)
     datamodule.setup()
@@ -72,17 +74,17 @@ def run_propagation(cfg: DictConfig) -> dict[str, float]:
         run.log_artifact(Path(tmp) / STATS_FILE, ARTIFACT_DIR)
         run.log_artifact(plot_row(hists, f"S1: {label} (activations, 1,000 inputs)",
                                   Path(tmp) / HIST_FILE), ARTIFACT_DIR)
-        from initlab.report.compare import plot_depth
+        from initlab.report.figures import plot_depth
 
         run.log_artifact(plot_depth({label: [record]}, Path(tmp) / "depth.png"), ARTIFACT_DIR)
-        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (Path(tmp) / "config.yaml").write_text(mask(OmegaConf.to_yaml(cfg, resolve=True)))
         run.log_artifact(Path(tmp) / "config.yaml")
-    print(f"MLflow run {run.run_id} in experiment '{run.experiment}', store {run.tracking_uri}",
+    print(f"MLflow run {run.run_id} in experiment '{run.experiment}', store {mask(run.tracking_uri)}",
           flush=True)
     parent = read_parent_run(HydraContext.current().sweep_dir)
     if parent is not None:
-        print(f"All cases side by side: python -m initlab.report.compare --sweep-id {parent['sweep_id']} "
-              f"--tracking-uri {run.tracking_uri}", flush=True)
+        print(f"All cases side by side: python -m initlab.compare --sweep-id {parent['sweep_id']} "
+              f"--tracking-uri {mask(run.tracking_uri)}", flush=True)
     return metrics
 
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from initlab.config import validate
 from initlab.engine.build import prepare
@@ -26,6 +26,7 @@ from initlab.tracking.artifacts import record_job
 from initlab.tracking.context import HydraContext
 from initlab.tracking.record import TAG_RESUMED_FROM, run_name
 from initlab.tracking.run import TrackedRun, tracked_run
+from initlab.tracking.secrets import mask
 
 log = logging.getLogger(__name__)
 CURVE_METRICS = ["train/loss", "val/loss", "train/acc", "val/acc", "train/loss_step"]
@@ -73,7 +74,7 @@ def summarize(cfg: DictConfig, metrics: dict[str, float], run: TrackedRun | None
     lines = [f"{run_name(cfg)}: test accuracy {acc:.4f}, test loss {loss:.4f}"
              + ("  [DIVERGED]" if metrics.get("diverged") else "")]
     if run is not None:
-        uri = run.tracking_uri
+        uri = mask(run.tracking_uri)
         lines += [
             f"MLflow run {run.run_id} in experiment '{run.experiment}' (id {run.experiment_id}), "
             f"store {uri}",

@@ -1,0 +1,192 @@
+"""``SweepCheck``, a Hydra callback (``hydra.callbacks.config_check``, listed before the MLflow
+parent run's callback): the whole command is checked before anything exists.
+
+* A single run: its config and its store, before Hydra creates the output directory.
+* A multirun with the basic sweeper: every job's config, composed as the launcher will compose
+  it, and the store, before the sweep directory or the MLflow parent run exists.
+* A search with the initlab Optuna sweeper: the sweeper's settings, every search axis (a grid
+  sampler needs discrete ones), a few trial configs that use every choice and both ends of
+  every range, the MLflow store and the study storage, before any study or parent run exists.
+
+A problem is refused with one paragraph on stderr and exit code 2 (``initlab.config.refuse``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from initlab.config import check_store, check_trial_config, refuse, validate
+from initlab.config import schema as S
+from initlab.errors import ConfigError
+
+
+class SweepCheck(Callback):
+    """Refuses a run or a whole sweep whose config or store cannot work (exit code 2)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _guarded(check_run, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _guarded(check_sweep, config)
+
+
+def _guarded(fn: Any, config: DictConfig) -> None:
+    try:
+        fn(config)
+    except ConfigError as err:
+        refuse(err)
+
+
+def check_run(config: DictConfig) -> None:
+    validate(config)
+    check_store(config)
+
+
+# ---- multirun ------------------------------------------------------------------------------
+def _loader() -> Any:
+    from hydra.core.global_hydra import GlobalHydra
+
+    return GlobalHydra.instance().config_loader()
+
+
+def _compose(config: DictConfig, overrides: list[str], label: str) -> DictConfig:
+    try:
+        return _loader().load_sweep_config(config, list(overrides))
+    except Exception as err:  # noqa: BLE001 - Hydra's composition errors say what is wrong
+        raise ConfigError(f"{label} cannot be composed: {_reason(err)}") from None
+
+
+def check_sweep(config: DictConfig) -> None:
+    sweeper = config.hydra.sweeper
+    task = [str(o) for o in config.hydra.overrides.task]
+    target = str(sweeper.get("_target_", ""))
+    if "n_trials" in sweeper and "sampler" in sweeper:  # the initlab Optuna sweeper
+        check_search(config, task)
+    elif target.endswith("BasicSweeper"):
+        check_basic_sweep(config, task)
+    else:  # another sweeper plugin: its jobs are its business; the base config is ours
+        validate(config)
+    check_store(config)
+
+
+def _reason(err: BaseException) -> str:
+    """Hydra's message on one line, without its search-path listing."""
+    return " ".join(str(err).split("Config search path:")[0].split()) or type(err).__name__
+
+
+def _key_of(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def sweep_jobs(config: DictConfig, task: list[str]) -> tuple[list[list[str]], set[str]]:
+    """The overrides of every job of a basic-sweeper multirun, as BasicSweeper expands them,
+    and the keys that vary between jobs."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + task
+    try:
+        overrides = OverridesParser.create(config_loader=_loader()).parse_overrides(lines)
+        batches = BasicSweeper.split_arguments(overrides, None)
+    except Exception as err:  # noqa: BLE001 - a sweep the basic sweeper cannot run
+        raise ConfigError(f"the sweep {' '.join(lines)} cannot be expanded: {_reason(err)}") \
+            from None
+    swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+    return [list(job) for batch in batches for job in batch], swept
+
+
+def check_basic_sweep(config: DictConfig, task: list[str]) -> None:
+    jobs, swept = sweep_jobs(config, task)
+    for number, job in enumerate(jobs):
+        varying = " ".join(o for o in job if _key_of(o) in swept)
+        label = f"job {number} of {len(jobs)}" + (f" ({varying})" if varying else "")
+        cfg = _compose(config, job, label)
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"in {label}: {err}", key=err.key, value=err.value,
+                              allowed=err.allowed) from None
+
+
+# ---- the Optuna search ---------------------------------------------------------------------
+def _axis_lines(config: DictConfig, task: list[str]) -> list[tuple[str, str, str]]:
+    """(key, expression, override line) of ``hydra.sweeper.params`` then the command line."""
+    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}
+    out = [(str(k), str(v), f"{k}={v}") for k, v in params.items()]
+    for line in task:
+        key, _, value = line.partition("=")
+        out.append((key.lstrip("+~"), value, line))
+    return out
+
+
+def _axis_error(key: str, expr: str, why: str) -> ConfigError:
+    allowed = ("choice(a, b, ...), range(start, stop[, step]), interval(low, high) or "
+               "tag(log, interval(low, high)) with finite bounds, or a plain value")
+    why = why[len(key) + 2:] if why.startswith(f"{key}: ") else why
+    return ConfigError(f"{key} = {expr} is not allowed as a search axis: {why}; {allowed} is "
+                       "expected.", key=key, value=expr, allowed=allowed)
+
+
+def check_search(config: DictConfig, task: list[str]) -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydra_plugins.initlab_optuna_sweeper._space import parse
+
+    try:
+        settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"hydra.sweeper cannot be resolved: {err}") from None
+    S.check(S.OptunaSweeper, settings, "hydra.sweeper")
+    if settings.get("grace_period", 90) <= settings.get("heartbeat_interval", 20):
+        raise S.refusal("hydra.sweeper.grace_period", settings["grace_period"],
+                        f"a number of seconds above hydra.sweeper.heartbeat_interval = "
+                        f"{S.show(settings['heartbeat_interval'])}")
+
+    lines = _axis_lines(config, task)
+    for key, expr, line in lines:  # each axis alone, so that a problem names its key
+        try:
+            space = parse(None, [line])
+        except Exception as err:  # noqa: BLE001 - SearchSpaceError, or Optuna's ValueError
+            raise _axis_error(key, expr, " ".join(str(err).split())) from None
+        for dist in space.distributions.values():
+            bounds = [getattr(dist, "low", 0), getattr(dist, "high", 0)]
+            if not all(math.isfinite(b) for b in bounds):
+                raise _axis_error(key, expr, "its bounds must be finite")
+    space = parse(settings.get("params"), task)
+    if not space.distributions and not settings.get("custom_search_space"):
+        allowed = "at least one axis (choice/range/interval) in hydra.sweeper.params or on the " \
+                  "command line"
+        raise ConfigError(f"hydra.sweeper.params = {S.show(settings.get('params'))} is not "
+                          f"allowed: the search has nothing to search; {allowed} is expected.",
+                          key="hydra.sweeper.params", value=settings.get("params"),
+                          allowed=allowed)
+    sampler = settings.get("sampler") or {}
+    if str(sampler.get("_target_", "")).endswith("GridSampler"):
+        exprs = {key: expr for key, expr, _ in lines}
+        for key, dist in space.distributions.items():
+            discrete = isinstance(dist, CategoricalDistribution) or (
+                isinstance(dist, IntDistribution) and not dist.log) or (
+                isinstance(dist, FloatDistribution) and dist.step is not None)
+            if not discrete:
+                allowed = ("a discrete axis (choice(...) or range(...)), or another sampler "
+                           "(hydra/sweeper/sampler=tpe)")
+                raise ConfigError(
+                    f"{key} = {exprs.get(key, dist)} is not allowed with the grid sampler "
+                    f"(hydra/sweeper/sampler=grid): it is a continuous range; {allowed} is "
+                    "expected.", key=key, value=exprs.get(key), allowed=allowed)
+
+    for probe in space.probes() or [{}]:
+        overrides = [f"{k}={v}" for k, v in probe.items()] + list(space.fixed.values())
+        label = "a trial" + (f" with {' '.join(f'{k}={v}' for k, v in probe.items())}"
+                             if probe else "")
+        cfg = _compose(config, overrides, label)
+        try:
+            check_trial_config(cfg)
+        except ConfigError as err:
+            raise ConfigError(f"in {label}: {err}", key=err.key, value=err.value,
+                              allowed=err.allowed) from None
