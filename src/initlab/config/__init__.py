@@ -54,7 +54,7 @@ def check_store(cfg: DictConfig | Mapping[str, Any]) -> None:
 
 def message(err: BaseException) -> str:
     """The paragraph for the user: one line, prefixed."""
-    from initlab.config.schema import mask
+    from initlab.tracking.secrets import mask
 
     text = mask(" ".join(str(err).split()))  # never a password, whatever the message quotes
     return text if text.startswith("initlab:") else PREFIX + text

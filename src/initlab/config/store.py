@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
-from initlab.config.schema import mask, show
+from initlab.config.schema import show
+from initlab.tracking.secrets import mask
 from initlab.errors import ConfigError
 
 CONNECT_TIMEOUT_S = 3.0

@@ -133,7 +133,11 @@ def _axis_error(key: str, expr: str, why: str) -> ConfigError:
 
 
 def check_search(config: DictConfig, task: list[str]) -> None:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     from hydra_plugins.initlab_optuna_sweeper._space import parse
 
