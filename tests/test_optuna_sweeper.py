@@ -36,7 +36,7 @@ model: {{hidden: [16]}}
 trainer: {{max_epochs: {epochs}, enable_progress_bar: false, log_every_n_steps: 50}}
 callbacks:
   optuna_pruning:
-    _target_: initlab.pruning.OptunaPruning
+    _target_: initlab.search.pruning.OptunaPruning
     _recursive_: false
     monitor: ${{optimized_metric}}
     trial: ${{oc.select:optuna,null}}

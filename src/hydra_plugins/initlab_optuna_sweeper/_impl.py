@@ -1,56 +1,34 @@
-"""The sweep: ask Optuna for a trial, launch its Hydra job, tell Optuna how it ended.
+"""The sweeper: check the search before any trial, open (or resume) the study, and hand it to
+the ask-tell loop (``_loop``); the results are reported by ``_report``.
 
-``n_jobs`` workers (threads of this process) each run that loop with one job per launch, so a
-slow trial holds back nobody: a worker that finishes asks for the next trial at once.  Jobs run
-in the launcher's processes (joblib locally, submitit on SLURM); the job reports its validation
-metric to its trial every epoch (``initlab.pruning.OptunaPruning``) and stops when the pruner
-says so.
+Jobs run in the launcher's processes (joblib locally, submitit on SLURM); the job reports its
+validation metric to its trial every epoch (``initlab.search.pruning.OptunaPruning``) and stops
+when the pruner says so.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
-import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from optuna.trial import Trial, TrialState
 
 from . import _study
+from ._loop import AskTellLoop, Search
 from ._report import Reporter
-from ._space import SearchSpace, SearchSpaceError, parse
+from initlab.config.search_space import SearchSpace, SearchSpaceError, parse
+from ._storage import StorageSpec, resolve_storage
 
 log = logging.getLogger(__name__)
-_WAIT = object()
-
-
-def _hydra_value(value: Any) -> str:
-    """A Python value written in Hydra's override grammar."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
 
 
 def _directions(direction: Any) -> list[str]:
@@ -144,12 +122,7 @@ class OptunaSweeperImpl:
             directions = _directions(self.direction)
             self._check_trial_configs(space)
         except SearchSpaceError as err:  # one paragraph, no traceback, nothing left behind
-            Reporter(self.sweep_dir).discard_parent_run()
-            sys.exit(f"initlab: search configuration error: {err}")
-        self.space, self.directions = space, directions
-        # Hydra instantiated the sweeper's nodes; the jobs need the storage's node, not an object.
-        storage_conf = OmegaConf.select(self.config, "hydra.sweeper.storage", default=None)
-        storage = _study.resolve_storage(storage_conf, self.config)
+            self._refuse(str(err))
         sampler = self._sampler(space)
         if isinstance(sampler, optuna.samplers.GridSampler):
             grid = math.prod(len(v) for v in space.grid().values())
@@ -157,6 +130,37 @@ class OptunaSweeperImpl:
                 log.info("grid sampler: n_trials lowered from %d to the grid's %d points",
                          self.n_trials, grid)
                 self.n_trials = grid
+        study, storage = self._open_study(arguments, sampler, directions)
+        custom = get_method(self.custom_search_space) if self.custom_search_space else None
+        workers = self._workers()
+        before = _study.progress(study)
+        log.info("Study %r in %s: %d of %d trials done%s; sampler %s, pruner %s, %d worker(s)",
+                 study.study_name, storage.text, before.done, self.n_trials,
+                 f", {len(before.running)} running elsewhere" if before.running else "",
+                 type(study.sampler).__name__, type(study.pruner).__name__, workers)
+
+        reporter = self._reporter()
+        reporter.start(study, storage.text, self.n_trials)
+        AskTellLoop(Search(
+            study=study, storage=storage, launcher=self.launcher, config=self.config,
+            space=space, custom=custom, objectives=len(directions), n_trials=self.n_trials,
+            max_failure_rate=self.max_failure_rate, heartbeat_interval=self.heartbeat_interval,
+            grace_period=self.grace_period, reporter=reporter)).run(workers)
+        return reporter.finish(study, storage.text, self.n_trials, self.plots, interrupted=False)
+
+    def _reporter(self) -> Reporter:
+        return Reporter(self.sweep_dir,
+                        OmegaConf.select(self.config, "tracking.tracking_uri", default=None))
+
+    def _refuse(self, why: str) -> NoReturn:
+        self._reporter().discard_parent_run()
+        sys.exit(f"initlab: search configuration error: {why}")
+
+    def _open_study(self, arguments: Sequence[str], sampler: Any,
+                    directions: list[str]) -> tuple[optuna.Study, StorageSpec]:
+        # Hydra instantiated the sweeper's nodes; the jobs need the storage's node, not an object.
+        storage_conf = OmegaConf.select(self.config, "hydra.sweeper.storage", default=None)
+        storage = resolve_storage(storage_conf, self.config)
         pruner = _build(self.pruner_conf) if self.pruner_conf else None
         name = self.study_name or self._default_study_name(arguments)
         study = optuna.create_study(study_name=name, storage=storage.storage, sampler=sampler,
@@ -170,16 +174,14 @@ class OptunaSweeperImpl:
                 study.sampler = instantiate(node, seed=int(node.seed) + previous)
         existing = [d.name.lower() for d in study.directions]
         if existing != directions:
-            Reporter(self.sweep_dir).discard_parent_run()
-            sys.exit(f"initlab: search configuration error: study {name!r} in {storage.text} "
-                     f"optimizes {existing}, not {directions}: choose another study_name")
-        self.study, self.storage, self.custom = study, storage, None
-        if self.custom_search_space:
-            self.custom = get_method(self.custom_search_space)
+            self._refuse(f"study {name!r} in {storage.text} optimizes {existing}, not "
+                         f"{directions}: choose another study_name")
         if storage.for_jobs is None and pruner is not None \
                 and not isinstance(pruner, optuna.pruners.NopPruner):
             log.warning("an in-memory study cannot be reached from the jobs: no pruning")
+        return study, storage
 
+    def _workers(self) -> int:
         workers = int(self.n_jobs)
         if workers > 1 and type(self.launcher).__name__ == "BasicLauncher":
             log.warning("n_jobs=%d, but the basic launcher runs jobs in this process one at a "
@@ -188,204 +190,7 @@ class OptunaSweeperImpl:
         joblib = getattr(self.launcher, "joblib", None)
         if isinstance(joblib, dict) and joblib.get("n_jobs") in (None, -1):
             joblib["n_jobs"] = workers  # the joblib launcher's pool: one process per worker
-        before = _study.progress(study)
-        log.info("Study %r in %s: %d of %d trials done%s; sampler %s, pruner %s, %d worker(s)",
-                 name, storage.text, before.done, self.n_trials,
-                 f", {len(before.running)} running elsewhere" if before.running else "",
-                 type(study.sampler).__name__, type(study.pruner).__name__, workers)
-
-        self.reporter = Reporter(self.sweep_dir)
-        self.reporter.start(study, storage.text, self.n_trials)
-        self._run(workers)
-        return self.reporter.finish(study, storage.text, self.n_trials, self.plots,
-                                    interrupted=False)
-
-    def _run(self, workers: int) -> None:
-        self.heartbeat = _study.Heartbeat(self.study, self.heartbeat_interval)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._fatal: BaseException | None = None
-        self._job_idx, self._finished, self._failures, self._waiting_logged = 0, 0, 0, False
-        previous = None
-        with contextlib.suppress(ValueError):  # SIGTERM (a killed sweep): end like Ctrl-C
-            previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            if workers == 1:
-                self._worker()
-            else:
-                threads = [threading.Thread(target=self._worker, name=f"optuna-worker-{i}",
-                                            daemon=True) for i in range(workers)]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    while thread.is_alive():
-                        thread.join(0.5)
-        except KeyboardInterrupt:
-            self._stop.set()
-            self._abandon_own("interrupted")
-            log.warning("interrupted: unfinished trials marked FAIL and queued again; re-run the "
-                        "same command to finish the study")
-            self.reporter.finish(self.study, self.storage.text, self.n_trials, False,
-                                 interrupted=True)
-            raise
-        finally:
-            self.heartbeat.stop()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        if self._fatal is not None:
-            raise self._fatal
-
-    def _abandon_own(self, reason: str) -> None:
-        for trial_id in list(self.heartbeat.trial_ids):
-            _study.abandon(self.study, trial_id, reason)
-            self.heartbeat.discard(trial_id)
-
-    # ---- one worker --------------------------------------------------------------------
-    def _worker(self) -> None:
-        poll = max(0.5, min(5.0, float(self.heartbeat_interval)))
-        while not self._stop.is_set():
-            claimed = self._claim()
-            if claimed is None:
-                return
-            if claimed is _WAIT:
-                self._stop.wait(poll)
-                continue
-            trial, overrides, idx = claimed
-            started = time.time()
-            try:
-                ret = self.launcher.launch([overrides], initial_job_idx=idx)[0]
-            except SystemExit as err:  # the task's configuration error: stop the search
-                self._abort(trial, "config", err)
-                return
-            except KeyboardInterrupt:
-                if threading.current_thread() is threading.main_thread():
-                    raise
-                self._interrupted(trial)  # a job killed (SIGTERM/Ctrl-C) in a worker process
-                continue
-            except Exception as err:  # noqa: BLE001 - the launcher itself failed for this job
-                if self._stop.is_set():
-                    self._interrupted(trial)
-                    return
-                if "executor" in str(err) and "shut" in str(err):  # joblib: a peer job was killed
-                    self._interrupted(trial)
-                    continue
-                self._finish(trial, None, err, time.time() - started)
-                continue
-            self._finish(trial, ret, None, time.time() - started)
-
-    def _claim(self) -> Any:
-        """Under the claim lock: fail stale trials, and either return (trial, overrides,
-        job index), ``_WAIT`` (trials still running elsewhere), or None (the study is done)."""
-        study = self.study
-        with self._lock, _study.claim_lock(self.storage.lock_file):
-            if self._stop.is_set():
-                return None
-            _study.fail_stale_trials(study, self.grace_period, self.heartbeat.trial_ids)
-            progress = _study.progress(study)
-            if progress.done >= self.n_trials:
-                return None
-            if self._finished and self._failures / self._finished > self.max_failure_rate:
-                log.error("%d of %d trials failed (max_failure_rate=%s): no more trials",
-                          self._failures, self._finished, self.max_failure_rate)
-                return None
-            if progress.active() >= self.n_trials:
-                if not self._waiting_logged and not self.heartbeat.trial_ids:
-                    log.info("waiting for %d trial(s) running in other processes",
-                             len(progress.running))
-                    self._waiting_logged = True
-                return _WAIT
-            trial = study.ask()
-            self.heartbeat.add(trial._trial_id)
-            if _study.rank(study, trial.number) >= self.n_trials:
-                frozen = study._storage.get_trial(trial._trial_id)
-                queued = frozen.system_attrs.get("fixed_params")
-                _study.abandon(study, trial._trial_id, "surplus")
-                if queued:
-                    study.enqueue_trial(queued, user_attrs=dict(frozen.user_attrs))
-                self.heartbeat.discard(trial._trial_id)
-                return _WAIT
-            overrides = self._configure(trial)
-            idx = self._job_idx
-            self._job_idx += 1
-        log.info("trial %d: %s", trial.number, " ".join(overrides[:len(trial.params)]))
-        return trial, overrides, idx
-
-    def _configure(self, trial: Trial) -> list[str]:
-        for name, dist in self.space.distributions.items():
-            trial._suggest(name, dist)
-        if self.custom is not None:
-            self.custom(self.config, trial)
-        overrides = [f"{name}={value}" for name, value in trial.params.items()]
-        overrides += list(self.space.fixed.values())
-        overrides += [f"++optuna.study={_hydra_value(self.study.study_name)}",
-                      f"++optuna.trial={trial.number}"]
-        if self.storage.for_jobs is not None:
-            overrides.append(f"++optuna.storage={_hydra_value(self.storage.for_jobs)}")
-        trial.set_user_attr("overrides", overrides[:len(trial.params) + len(self.space.fixed)])
-        return overrides
-
-    # ---- after a trial -----------------------------------------------------------------
-    def _outcome(self, frozen: optuna.trial.FrozenTrial, ret: JobReturn | None,
-                 error: BaseException | None) -> tuple[TrialState, list[float] | None, str]:
-        if ret is not None and ret.status == JobStatus.FAILED:
-            error = ret._return_value
-        if isinstance(error, optuna.TrialPruned) or _study.ATTR_PRUNED in frozen.user_attrs:
-            return TrialState.PRUNED, None, f"pruned at step {frozen.user_attrs.get(_study.ATTR_PRUNED)}"
-        if _study.ATTR_DIVERGED in frozen.user_attrs:
-            return TrialState.PRUNED, None, f"diverged at step {frozen.user_attrs[_study.ATTR_DIVERGED]}"
-        if error is not None:
-            return TrialState.FAIL, None, f"{type(error).__name__}: {error}"
-        value = ret.return_value if ret is not None else None
-        try:
-            values = [float(v) for v in value] if len(self.directions) > 1 else [float(value)]
-        except (TypeError, ValueError):
-            return TrialState.FAIL, None, f"the job returned {value!r}, not a number"
-        if len(values) != len(self.directions):
-            return TrialState.FAIL, None, f"the job returned {len(values)} values for " \
-                                          f"{len(self.directions)} objectives"
-        if not all(math.isfinite(v) for v in values):
-            return TrialState.FAIL, None, f"the job returned a non-finite value {values}"
-        return TrialState.COMPLETE, values, ""
-
-    def _finish(self, trial: Trial, ret: JobReturn | None, error: BaseException | None,
-                seconds: float) -> None:
-        storage = self.study._storage
-        frozen = storage.get_trial(trial._trial_id)
-        state, values, why = self._outcome(frozen, ret, error)
-        if state == TrialState.FAIL:
-            with contextlib.suppress(Exception):
-                storage.set_trial_user_attr(trial._trial_id, _study.ATTR_FAILED, "error")
-                storage.set_trial_user_attr(trial._trial_id, "fail_reason", why[:1000])
-        try:
-            self.study.tell(trial, values=values, state=state, skip_if_finished=True)
-        except RuntimeError as err:  # GridSampler calls study.stop() when the grid is exhausted
-            if "Study.stop" not in str(err):
-                raise
-        finally:
-            self.heartbeat.discard(trial._trial_id)
-        frozen = storage.get_trial(trial._trial_id)
-        with self._lock:
-            self._finished += 1
-            self._failures += state == TrialState.FAIL
-        shown = f"value {frozen.values[0] if len(frozen.values or []) == 1 else frozen.values}" \
-            if frozen.values else ""
-        log_fn = log.warning if state == TrialState.FAIL else log.info
-        log_fn("trial %d %s %s%s (%.0f s)", frozen.number, state.name, shown,
-               f" [{why}]" if why else "", seconds)
-        self.reporter.trial_done(frozen, ret, why)
-
-    def _interrupted(self, trial: Trial) -> None:
-        _study.abandon(self.study, trial._trial_id, "interrupted")
-        self.heartbeat.discard(trial._trial_id)
-        log.warning("trial %d was interrupted: marked FAIL (not counted), parameters queued again",
-                    trial.number)
-
-    def _abort(self, trial: Trial, reason: str, err: BaseException) -> None:
-        _study.abandon(self.study, trial._trial_id, reason)
-        self.heartbeat.discard(trial._trial_id)
-        self._fatal = err
-        self._stop.set()
-        log.error("trial %d stopped the search: %s", trial.number, err)
+        return workers
 
 
 def _build(node: Any) -> Any:
@@ -393,7 +198,3 @@ def _build(node: Any) -> Any:
     if isinstance(node, (DictConfig, dict)) and "_target_" in node:
         return instantiate(node)
     return node
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt()

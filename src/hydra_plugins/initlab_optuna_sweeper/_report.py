@@ -3,8 +3,9 @@ plugin's file, plus the study's name, storage and trial counts), Optuna's plots,
 the parent run's summary (best params and value, plots) and each trial's run tagged with its
 trial number, state and value.
 
-The MLflow parent run is the one ``initlab.tracking.SweepParentRun`` opened for this multirun
-(``<sweep dir>/mlflow_parent_run.json``); without that file MLflow is left alone.
+The MLflow parent run is the one ``initlab.tracking.sweep.SweepParentRun`` opened for this
+multirun (``<sweep dir>/mlflow_parent_run.json``), in the sweep config's ``tracking.tracking_uri``;
+without that file MLflow is left alone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from initlab.store import PARENT_RUN_FILE, read_parent_run
+from initlab.search.trial import ATTR_MLFLOW_RUN
+from initlab.tracking.store import PARENT_RUN_FILE, read_parent_run
 
 from . import _study
 
@@ -29,17 +31,24 @@ RESULTS_FILE = "optimization_results.yaml"
 
 
 class Reporter:
-    def __init__(self, sweep_dir: Path) -> None:
+    """``tracking_uri``: the sweep config's MLflow store (the parent-run file names the store
+    only with its password masked)."""
+
+    def __init__(self, sweep_dir: Path, tracking_uri: str | None) -> None:
         self.sweep_dir = Path(sweep_dir)
         self.parent: dict[str, str] | None = None
         self.client = None
         self.study_name = ""
         with contextlib.suppress(Exception):
-            self.parent = read_parent_run(self.sweep_dir)
-            if self.parent is not None:
+            parent = read_parent_run(self.sweep_dir)
+            uri = tracking_uri or (parent or {}).get("tracking_uri")
+            if parent is not None and uri:
                 from mlflow.tracking import MlflowClient
 
-                self.client = MlflowClient(self.parent["tracking_uri"])
+                self.client = MlflowClient(uri)
+                self.parent = parent
+        if self.parent is None and (self.sweep_dir / PARENT_RUN_FILE).exists():
+            log.warning("MLflow: cannot reach the sweep's parent run; trials are not reported there")
 
     # ---- MLflow --------------------------------------------------------------------------
     def _safely(self, what: str, fn, *args: Any, **kwargs: Any) -> Any:
@@ -67,7 +76,7 @@ class Reporter:
             self._safely("tag the parent run", self.client.set_tag, self.parent["run_id"], key, value)
 
     def _child_run(self, frozen: FrozenTrial, ret: Any) -> str | None:
-        run_id = frozen.user_attrs.get(_study.ATTR_MLFLOW_RUN)
+        run_id = frozen.user_attrs.get(ATTR_MLFLOW_RUN)
         if run_id or self.parent is None:
             return run_id
         output_dir = None

@@ -1,5 +1,5 @@
-"""The study's bookkeeping: where it is stored, which trials count as done, which RUNNING
-trials belong to dead processes, and how several processes share one study.
+"""The study's bookkeeping: which trials count as done, which RUNNING trials belong to dead
+processes, and how several processes share one study.
 
 * A trial counts toward ``n_trials`` when it is COMPLETE, PRUNED, or FAIL because its run
   failed (``initlab.failed = error``).  Trials that never ran to an end (interrupted, left by
@@ -8,9 +8,13 @@ trials belong to dead processes, and how several processes share one study.
 * Heartbeats work the same on every storage (SQLite, PostgreSQL, journal files): the sweeper
   that owns a RUNNING trial stamps ``initlab.heartbeat`` every ``heartbeat_interval`` seconds;
   any sweeper that sees a stamp older than ``grace_period`` fails the trial as ``stale``.
-* Claiming a trial is serialised by a file lock for local storages, and checked afterwards by
-  trial number for every storage: a trial whose number ranks past ``n_trials`` among counted and
-  running trials is surplus and withdrawn before it gets parameters.
+* Claiming a trial is serialised by a file lock for local storages (``_storage.claim_lock``),
+  and checked afterwards by trial number for every storage: a trial whose number ranks past
+  ``n_trials`` among counted and running trials is surplus and withdrawn before it gets
+  parameters.
+
+Trials are addressed by number; writes go through the storage object the sweeper built itself
+(``_storage.StorageSpec.storage``), with Optuna's public storage API.
 """
 
 from __future__ import annotations
@@ -19,89 +23,23 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Container
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from initlab.store import sqlite_path
+from initlab.search.trial import ATTR_FAILED, ATTR_HEARTBEAT, ATTR_RETRY_OF
 
 log = logging.getLogger(__name__)
 
-ATTR_HEARTBEAT = "initlab.heartbeat"
-ATTR_FAILED = "initlab.failed"          # error | interrupted | stale | surplus | config
-ATTR_RETRY_OF = "initlab.retry_of"
-ATTR_PRUNED = "initlab.pruned_at_step"  # set by the job's pruning callback
-ATTR_DIVERGED = "initlab.diverged_at_step"
-ATTR_MLFLOW_RUN = "mlflow_run_id"
 COUNTED_FAILURES = ("error",)
-
-
-# ---- storage -------------------------------------------------------------------------------
-@dataclass
-class StorageSpec:
-    storage: Any                 # what optuna.create_study takes
-    for_jobs: Any                # what a job needs to open it (URL or a _target_ dict), or None
-    lock_file: Path | None       # a file beside a local storage, for claiming trials
-    text: str                    # for logs and the results file
-
-
-def default_storage_url(config: DictConfig) -> str:
-    """SQLite beside the MLflow store: ``<dir of mlflow.db>/optuna.db``."""
-    uri = OmegaConf.select(config, "tracking.tracking_uri", default=None)
-    db = sqlite_path(uri) if isinstance(uri, str) else None
-    folder = db.parent if db is not None else Path("mlruns")
-    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
-
-
-def rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    db = sqlite_path(url)
-    kwargs: dict[str, Any] = {}
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        # Several processes write to one SQLite file: wait for the lock instead of failing.
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    return optuna.storages.RDBStorage(url, **kwargs)
-
-
-def resolve_storage(spec: Any, config: DictConfig) -> StorageSpec:
-    if spec is None or spec in ("memory", "inmemory"):
-        return StorageSpec(None, None, None, "in-memory (lost when the sweep ends)")
-    if isinstance(spec, str):
-        url = default_storage_url(config) if spec == "auto" else spec
-        db = sqlite_path(url)
-        if db is not None:  # absolute, so every job and worker opens the same file
-            url = f"sqlite:///{db.resolve()}"
-            db = db.resolve()
-        return StorageSpec(rdb_storage(url), url, Path(f"{db}.claim.lock") if db else None, url)
-    if isinstance(spec, (Mapping, DictConfig)) and "_target_" in spec:
-        node = OmegaConf.to_container(OmegaConf.create(spec), resolve=True) \
-            if not isinstance(spec, DictConfig) else OmegaConf.to_container(spec, resolve=True)
-        storage = instantiate(node)
-        lock = None
-        backend = getattr(storage, "_backend", None)
-        path = getattr(backend, "_file_path", None)
-        if path:
-            lock = Path(f"{Path(path).resolve()}.claim.lock")
-        where = path or next((v for v in node.values() if isinstance(v, str)
-                              and v != node["_target_"]), "")
-        return StorageSpec(storage, node, lock, f"{node['_target_'].rsplit('.', 1)[-1]} {where}".strip())
-    raise ValueError(f"hydra.sweeper.storage must be a URL, a _target_ node or null, not {spec!r}")
-
-
-def open_storage(spec: Any) -> Any:
-    """In a job: the storage the sweeper passed (a URL or a _target_ dict)."""
-    if isinstance(spec, str):
-        return rdb_storage(spec)
-    if isinstance(spec, (Mapping, DictConfig)):
-        return instantiate(OmegaConf.to_container(OmegaConf.create(dict(spec)), resolve=True)
-                           if not isinstance(spec, DictConfig) else spec)
-    raise ValueError(f"cannot open Optuna storage {spec!r}")
+# Optuna's own convention, not part of its API: ``Study.enqueue_trial`` keeps the queued
+# parameters in this system attribute of the WAITING trial, and ``ask`` hands them out when the
+# trial is suggested.  A surplus trial is withdrawn before anything is suggested, so its queued
+# parameters can only be read here.  tests/search/test_sweeper_internals.py pins it.
+OPTUNA_FIXED_PARAMS = "fixed_params"
 
 
 # ---- counting ------------------------------------------------------------------------------
@@ -134,85 +72,101 @@ def rank(study: optuna.Study, number: int) -> int:
                if t.number < number and (counts(t) or t.state == TrialState.RUNNING))
 
 
-def abandon(study: optuna.Study, trial_id: int, reason: str) -> bool:
-    """Mark a RUNNING trial FAIL for ``reason`` and queue its parameters again; False when
-    another process got there first."""
-    storage = study._storage
-    try:
-        frozen = storage.get_trial(trial_id)
-        if frozen.state != TrialState.RUNNING:
+# ---- writing trials ------------------------------------------------------------------------
+class Trials:
+    """The study's trials by number, read and written through ``storage`` (the object the
+    study was created on)."""
+
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+        self.study, self.storage = study, storage
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self._ids: dict[int, int] = {}
+
+    def trial_id(self, number: int) -> int:
+        if number not in self._ids:
+            self._ids[number] = self.storage.get_trial_id_from_study_id_trial_number(
+                self.study_id, number)
+        return self._ids[number]
+
+    def get(self, number: int) -> FrozenTrial:
+        return self.storage.get_trial(self.trial_id(number))
+
+    def set_attr(self, number: int, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.trial_id(number), key, value)
+
+    @staticmethod
+    def queued_params(frozen: FrozenTrial) -> dict[str, Any] | None:
+        """The parameters ``enqueue_trial`` gave this trial, before any was suggested."""
+        return frozen.system_attrs.get(OPTUNA_FIXED_PARAMS)
+
+    def abandon(self, number: int, reason: str) -> bool:
+        """Mark a RUNNING trial FAIL for ``reason`` and queue its parameters again; False when
+        another process got there first."""
+        try:
+            trial_id = self.trial_id(number)
+            frozen = self.storage.get_trial(trial_id)
+            if frozen.state != TrialState.RUNNING:
+                return False
+            self.storage.set_trial_user_attr(trial_id, ATTR_FAILED, reason)
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except Exception as err:  # noqa: BLE001 - finished meanwhile by its owner or a peer
+            log.debug("could not fail trial %s: %s", number, err)
             return False
-        storage.set_trial_user_attr(trial_id, ATTR_FAILED, reason)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    except Exception as err:  # noqa: BLE001 - finished meanwhile by its owner or a peer
-        log.debug("could not fail trial %s: %s", trial_id, err)
-        return False
-    if frozen.params:
-        study.enqueue_trial(frozen.params, user_attrs={ATTR_RETRY_OF: frozen.number},
-                            skip_if_exists=False)
-    return True
+        if frozen.params:
+            self.study.enqueue_trial(frozen.params, user_attrs={ATTR_RETRY_OF: frozen.number},
+                                     skip_if_exists=False)
+        return True
 
-
-def fail_stale_trials(study: optuna.Study, grace_period: float, own: set[int]) -> list[int]:
-    now = time.time()
-    stale = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial._trial_id in own:
-            continue
-        beat = trial.user_attrs.get(ATTR_HEARTBEAT)
-        if beat is None and trial.datetime_start is not None:
-            beat = trial.datetime_start.timestamp()
-        if beat is not None and now - float(beat) > grace_period:
-            if abandon(study, trial._trial_id, "stale"):
-                stale.append(trial.number)
-    if stale:
-        log.warning("trials %s were left RUNNING by a process that stopped (no heartbeat for "
-                    "%ss): marked FAIL, their parameters queued again", stale, grace_period)
-    return stale
+    def fail_stale(self, grace_period: float, own: Container[int]) -> list[int]:
+        """Fail (and queue again) RUNNING trials, other than this process's ``own`` numbers,
+        whose heartbeat is older than ``grace_period`` seconds."""
+        now = time.time()
+        stale = []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number in own:
+                continue
+            beat = trial.user_attrs.get(ATTR_HEARTBEAT)
+            if beat is None and trial.datetime_start is not None:
+                beat = trial.datetime_start.timestamp()
+            if beat is not None and now - float(beat) > grace_period:
+                if self.abandon(trial.number, "stale"):
+                    stale.append(trial.number)
+        if stale:
+            log.warning("trials %s were left RUNNING by a process that stopped (no heartbeat for "
+                        "%ss): marked FAIL, their parameters queued again", stale, grace_period)
+        return stale
 
 
 class Heartbeat:
-    """A thread that stamps this process's running trials."""
+    """A thread that stamps this process's running trials (by number)."""
 
-    def __init__(self, study: optuna.Study, interval: float) -> None:
-        self.study, self.interval = study, max(0.5, float(interval))
-        self.trial_ids: set[int] = set()
+    def __init__(self, trials: Trials, interval: float) -> None:
+        self.trials, self.interval = trials, max(0.5, float(interval))
+        self.numbers: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
         self._thread.start()
 
-    def add(self, trial_id: int) -> None:
-        self.beat(trial_id)
+    def add(self, number: int) -> None:
+        self.beat(number)
         with self._lock:
-            self.trial_ids.add(trial_id)
+            self.numbers.add(number)
 
-    def discard(self, trial_id: int) -> None:
+    def discard(self, number: int) -> None:
         with self._lock:
-            self.trial_ids.discard(trial_id)
+            self.numbers.discard(number)
 
-    def beat(self, trial_id: int) -> None:
+    def beat(self, number: int) -> None:
         with contextlib.suppress(Exception):  # finished meanwhile
-            self.study._storage.set_trial_user_attr(trial_id, ATTR_HEARTBEAT, time.time())
+            self.trials.set_attr(number, ATTR_HEARTBEAT, time.time())
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             with self._lock:
-                ids = list(self.trial_ids)
-            for trial_id in ids:
-                self.beat(trial_id)
+                numbers = list(self.numbers)
+            for number in numbers:
+                self.beat(number)
 
     def stop(self) -> None:
         self._stop.set()
-
-
-@contextlib.contextmanager
-def claim_lock(lock_file: Path | None) -> Iterator[None]:
-    if lock_file is None:
-        yield
-        return
-    from filelock import FileLock
-
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_file), timeout=600):
-        yield

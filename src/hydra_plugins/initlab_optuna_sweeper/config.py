@@ -153,7 +153,7 @@ class OptunaSweeperConf:
     grace_period: int = 90
     # Dotpath to ``fn(cfg)`` run on composed trial configs before the first trial (raise to
     # reject the search), or null.
-    check_trial_config: Optional[str] = "initlab.search.check_trial_config"
+    check_trial_config: Optional[str] = "initlab.search.checks.check_trial_config"
     # Write Optuna's plots (PNG) into the sweep dir and the MLflow parent run at the end.
     plots: bool = True
 

@@ -139,7 +139,7 @@ def check_search(config: DictConfig, task: list[str]) -> None:
         IntDistribution,
     )
 
-    from hydra_plugins.initlab_optuna_sweeper._space import parse
+    from initlab.config.search_space import parse
 
     try:
         settings = OmegaConf.to_container(config.hydra.sweeper, resolve=True)

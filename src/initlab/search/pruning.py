@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback
 
 from initlab.engine.callbacks import DivergenceGuard
 from initlab.search.trial import ATTR_DIVERGED, ATTR_MLFLOW_RUN, ATTR_PRUNED, load_trial
+from initlab.tracking import interrupts
 from initlab.tracking.logger import mlflow_logger, set_run_tag
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,12 @@ class OptunaPruning(Callback):
         if self.link is None or self.trial is not None or not trainer.is_global_zero:
             return
         pruner = self.pruner if self.pruner is not None else _sweeper_pruner()
-        self.trial = load_trial(self.link, pruner)
+        with interrupts.store_write():  # a signal must not cut an Optuna transaction in half
+            self.trial = load_trial(self.link, pruner)
         logger = mlflow_logger(trainer)
         if logger is not None:
-            self.trial.set_user_attr(ATTR_MLFLOW_RUN, logger.run_id)
+            with interrupts.store_write():
+                self.trial.set_user_attr(ATTR_MLFLOW_RUN, logger.run_id)
         set_run_tag(trainer, "optuna.trial_number", self.link["trial"])
         set_run_tag(trainer, "optuna.study_name", self.link["study"])
 
@@ -83,8 +86,10 @@ class OptunaPruning(Callback):
         self._reported.add(step)
         if not math.isfinite(value):
             return
-        self.trial.report(value, step)
-        if self.trial.should_prune():
+        with interrupts.store_write():
+            self.trial.report(value, step)
+            prune = self.trial.should_prune()
+        if prune:
             self._prune(trainer, step, f"{self.monitor}={value:.4g} at epoch {step}")
 
     def _check_divergence(self, trainer: L.Trainer) -> None:
@@ -92,12 +97,14 @@ class OptunaPruning(Callback):
             return
         for callback in trainer.callbacks:
             if isinstance(callback, DivergenceGuard) and callback.diverged_at is not None:
-                self.trial.set_user_attr(ATTR_DIVERGED, int(callback.diverged_at))
+                with interrupts.store_write():
+                    self.trial.set_user_attr(ATTR_DIVERGED, int(callback.diverged_at))
                 self.pruned_at = trainer.current_epoch
 
     def _prune(self, trainer: L.Trainer, step: int, why: str) -> None:
         self.pruned_at = step
-        self.trial.set_user_attr(ATTR_PRUNED, step)
+        with interrupts.store_write():
+            self.trial.set_user_attr(ATTR_PRUNED, step)
         trainer.should_stop = True
         log.info("Optuna pruned trial %s: %s", self.link["trial"], why)
         set_run_tag(trainer, "optuna.state", "PRUNED")

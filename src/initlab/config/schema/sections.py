@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import PlainValidator
+from pydantic import PlainValidator, model_validator
+from pydantic_core import PydanticCustomError
 
 from initlab.config.schema.names import (
     ACCELERATORS,
@@ -16,6 +17,7 @@ from initlab.config.schema.names import (
 )
 from initlab.config.schema.values import (
     _checked,
+    _refuse,
     anything,
     boolean,
     devices_value,
@@ -97,11 +99,35 @@ class Scheduler(OpenSection):
 
 
 # dataset -------------------------------------------------------------------------------------
-class NoOptions(Section):
+# Keys that belong to the data set itself, not to its loader's options.
+DATASET_KEYS_NOT_OPTIONS = {"standardize": "dataset.standardize"}
+
+
+class LoaderOptions(Section):
+    """A data set's ``options``: the keyword arguments its loader takes, nothing else (the
+    loader refuses the rest too, ``initlab.data.loaders.load``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise _refuse("a mapping of keys to values")
+        data = {k: v for k, v in data.items() if not str(k).startswith("_")}
+        for key in data:
+            if key not in cls.model_fields:
+                known = ", ".join(cls.model_fields) or "none: its loader takes no options"
+                if key in DATASET_KEYS_NOT_OPTIONS:
+                    known += f"; {key} is the key {DATASET_KEYS_NOT_OPTIONS[key]}"
+                raise PydanticCustomError("initlab_unknown_key", "{key} is not a key of this group",
+                                          {"key": str(key), "known": known})
+        return data
+
+
+class NoOptions(LoaderOptions):
     pass
 
 
-class TwoDOptions(Section):
+class TwoDOptions(LoaderOptions):
     n_train: integer(1) = 300
     n_val: integer(0) = 100
     n_test: integer(1) = 100
@@ -116,14 +142,14 @@ class CirclesOptions(TwoDOptions):
     factor: number(0, 1, hi_open=True) = 0.8
 
 
-class GaussianOptions(Section):
+class GaussianOptions(LoaderOptions):
     n: integer(3) = 1000
     dim: integer(1) = 100
     num_classes: integer(2) = 10
     seed: integer(0, SEED_MAX) = 0
 
 
-class TorchvisionOptions(Section):
+class TorchvisionOptions(LoaderOptions):
     root: text() = "data"
     download: boolean() = True
 
@@ -154,6 +180,7 @@ class Dataset(Section):
     replacement: boolean() = False
     steps_per_epoch: integer(1, nullable=True, note=" (null: one pass)") = None
     eval_batch_size: integer(1, nullable=True) = 1000
+    standardize: boolean() = False  # per feature, with the training split's mean and std
     options: mapping(nullable=True) = None
     # Being removed from the configs; accepted (and ignored) while they remain.
     steps_per_block: integer(1, nullable=True) = None
@@ -214,6 +241,11 @@ class Diagnostics(Section):
     histogram_bins: integer(1) = 30
     plot: boolean() = True
     train_stats: boolean() = True
+    backward: boolean() = True
+    jacobian: boolean() = True
+    jacobian_every_n_steps: integer(1, nullable=True) = None
+    jacobian_inputs: integer(1) = 8
+    initial_weights: boolean() = True
 
 
 class CallbackNode(OpenSection):
