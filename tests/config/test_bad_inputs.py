@@ -155,8 +155,26 @@ ROWS = [
       "'swish'"),
     R("init_gain_negative", "init=orthogonal init.gain=-1", "init.gain", "-1"),
     R("init_bias_kind", "init.bias.name=ones", "init.bias.name", "'ones'"),
-    R("init_bias_std_negative", "init=truncated_normal init.bias.name=normal "
-      "+init.bias.std=-1", "init.bias.std", "-1"),
+    R("init_bias_std_is_gone", "init=truncated_normal init.bias.name=normal "
+      "init.bias.sigma_b2=1 +init.bias.std=-1", "init.bias.std", "-1"),
+    R("init_bias_sigma_b2_negative", "init.bias.name=normal init.bias.sigma_b2=-1",
+      "init.bias.sigma_b2", "-1"),
+    R("init_bias_sigma_b2_nan", "init.bias.name=normal init.bias.sigma_b2=nan",
+      "init.bias.sigma_b2", "nan"),
+    R("init_bias_normal_without_sigma_b2", "init.bias.name=normal", "init.bias.sigma_b2",
+      "null", cli=True),
+    R("init_bias_zeros_with_variance", "init.bias.sigma_b2=0.5", "init.bias.sigma_b2", "0.5"),
+    R("init_bias_constant_with_variance", "init.bias.name=constant init.bias.sigma_b2=0.1",
+      "init.bias.sigma_b2", "0.1"),
+    R("init_bias_value_not_constant", "+init.bias.value=0.5", "init.bias.value", "0.5"),
+    R("init_sigma_w2_with_scale", "init=he init.scale=2 init.sigma_w2=2", "init.sigma_w2", "2",
+      cli=True),
+    R("init_sigma_w2_zero", "init=normal init.sigma_w2=0", "init.sigma_w2", "0"),
+    R("init_sigma_w2_negative", "init=orthogonal init.sigma_w2=-2", "init.sigma_w2", "-2"),
+    R("init_sigma_w2_nan", "init=truncated_normal init.sigma_w2=nan", "init.sigma_w2", "nan"),
+    R("init_sigma_w2_string", "init=uniform init.sigma_w2=he", "init.sigma_w2", "'he'"),
+    R("init_sigma_w2_lsuv", "init=lsuv +init.sigma_w2=1", "init.sigma_w2", "1"),
+    R("init_sigma_w2_zeros", "init=zeros +init.sigma_w2=1", "init.sigma_w2", "1"),
     R("init_lsuv_scale_zero", "init=lsuv init.scale=0", "init.scale", "0"),
     R("init_cutoff_zero", "init=truncated_normal init.cutoff=0", "init.cutoff", "0"),
     # model
@@ -199,6 +217,15 @@ ROWS = [
       "dataset.options.factor", "1.0"),
     R("dataset_options_unknown", "+dataset.options.root=/data", "dataset.options.root",
       "'/data'"),
+    R("standardize_string", "dataset.standardize=maybe", "dataset.standardize", "'maybe'"),
+    R("digits_option_standardize", "dataset=digits +dataset.options.standardize=true",
+      "dataset.options.standardize", "true", cli=True),
+    R("mnist5k_option_unsupported", "+dataset.options.noise=0.1", "dataset.options.noise",
+      "0.1"),
+    R("gaussian_option_unsupported", "dataset=gaussian +dataset.options.factor=0.5",
+      "dataset.options.factor", "0.5"),
+    R("moons_option_factor", "dataset=moons +dataset.options.factor=0.5",
+      "dataset.options.factor", "0.5"),
     R("split_seed_negative", "dataset.split_seed=-2", "dataset.split_seed", "-2"),
     R("drop_last_empty_epoch", "dataset=digits dataset.drop_last=true dataset.batch_size=5000",
       "dataset.batch_size", "5000"),
@@ -273,6 +300,11 @@ ROWS = [
     R("optuna_low_ge_high", (*SEARCH, "init.scale=interval(2.0,0.5)"), "init.scale",
       "interval(2.0,0.5)", kind="sweep"),
     R("optuna_log_at_zero", (*SEARCH, "init.scale=tag(log,interval(0,1))"), "init.scale",
+      "tag(log,interval(0,1))", kind="sweep"),
+    R("optuna_sigma_w2_with_scale", ("hparams_search=init_sigma_w2", "init.scale=2"),
+      "init.sigma_w2", None, shown="null while init.scale = 2", kind="sweep"),
+    R("optuna_sigma_w2_log_at_zero", ("hparams_search=init_sigma_w2",
+                                      "init.sigma_w2=tag(log,interval(0,1))"), "init.sigma_w2",
       "tag(log,interval(0,1))", kind="sweep"),
     R("optuna_n_trials_zero", (*SEARCH, "hydra.sweeper.n_trials=0"), "hydra.sweeper.n_trials",
       "0", kind="sweep"),
@@ -426,7 +458,11 @@ GOOD = ["", "experiment=s4_circles", "experiment=s1_histograms", "experiment=s1_
         "trainer.max_epochs=null trainer.max_steps=5",
         "optimizer=sgd optimizer.momentum=0.9 optimizer.nesterov=true",
         "callbacks=[model_checkpoint,early_stopping,ema,lr_monitor,rich_progress_bar]",
-        "hparams_search=init_scale"]
+        "hparams_search=init_scale", "hparams_search=init_sigma_w2", "init.sigma_w2=2",
+        "init=orthogonal init.sigma_w2=0.5", "init.bias.name=normal init.bias.sigma_b2=0.05",
+        "init=xavier init.bias.name=default init.bias.sigma_b2=0.1",
+        "init=lsuv init.bias.name=constant +init.bias.value=0.1",
+        "dataset=digits dataset.standardize=true", "dataset=circles dataset.standardize=true"]
 
 
 @pytest.mark.parametrize("overrides", GOOD)
@@ -439,7 +475,7 @@ def test_valid_configs_pass(make_cfg, overrides: str) -> None:
 def test_a_search_that_can_run_passes(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for overrides in (["hparams_search=init_scale"],
+        for overrides in (["hparams_search=init_scale"], ["hparams_search=init_sigma_w2"],
                           ["hparams_search=init_scale", "hydra/sweeper/sampler=grid",
                            "init.scale=choice(0.5,1.0)"],
                           ["seed=0,1", "init=he,xavier"]):

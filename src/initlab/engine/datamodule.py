@@ -5,7 +5,9 @@ whatever its seed, sees the same train/val/test split) and served as mini-batche
 pre-shuffled indices (``data.batches``).  The shuffle order depends on ``shuffle_seed`` (the
 run's seed) only, so nets with different inits but one seed are fed the same batches (S1).
 Once attached to a trainer the tensors live on its root device, and under DDP each rank takes
-its own share of every epoch, as with a ``DistributedSampler``.
+its own share of every epoch, as with a ``DistributedSampler``.  With ``standardize`` every
+feature (pixel, channel, coordinate) is shifted and scaled by the training split's mean and std,
+the same statistics for every split (``standardize_splits``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,24 @@ from initlab.data.batches import IndexSampler, TensorBatches
 from initlab.errors import ConfigError
 
 
+Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def standardize_splits(splits: Splits) -> tuple[Splits, torch.Tensor, torch.Tensor]:
+    """Every split's inputs as (x - mean) / std, per feature, with the mean and (population)
+    std of the *training* split only, so nothing of val or test leaks into the inputs.  A
+    feature constant on the training split (MNIST's border pixels) is centred, not scaled.
+    Returns the new splits and the statistics (shape of one sample)."""
+    x_train = splits["train"][0]
+    if len(x_train) == 0:
+        raise ConfigError("dataset.standardize needs a training split with samples",
+                          key="dataset.standardize", value=True)
+    std, mean = torch.std_mean(x_train, dim=0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    out = {name: ((xs - mean) / std, ys) for name, (xs, ys) in splits.items()}
+    return out, mean, std
+
+
 class TensorDataModule(L.LightningDataModule):
     """Train/val/test splits of one data set (``datasets.LOADERS[name]``), held as tensors."""
 
@@ -29,7 +49,7 @@ class TensorDataModule(L.LightningDataModule):
                  test_size: int = 0, split_seed: int = 0, shuffle_seed: int = 0,
                  drop_last: bool = False, replacement: bool = False,
                  steps_per_epoch: int | None = None, eval_batch_size: int | None = 1000,
-                 options: dict[str, Any] | None = None) -> None:
+                 standardize: bool = False, options: dict[str, Any] | None = None) -> None:
         super().__init__()
         if batch_size is not None and batch_size <= 0:
             raise ConfigError(f"dataset.batch_size must be positive or null, got {batch_size}")
@@ -39,7 +59,14 @@ class TensorDataModule(L.LightningDataModule):
         self.val_size, self.test_size, self.split_seed = val_size, test_size, split_seed
         self.shuffle_seed, self.drop_last, self.replacement = shuffle_seed, drop_last, replacement
         self.steps_per_epoch, self.eval_batch_size = steps_per_epoch, eval_batch_size
+        if not isinstance(standardize, bool):
+            raise ConfigError(f"dataset.standardize must be true or false, got {standardize!r}",
+                              key="dataset.standardize", value=standardize)
+        self.standardize = standardize
         self.options = dict(options or {})
+        # The training split's per-feature statistics, once standardised (None otherwise).
+        self.feature_mean: torch.Tensor | None = None
+        self.feature_std: torch.Tensor | None = None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._loaders: dict[str, TensorBatches] = {}
 
@@ -69,8 +96,10 @@ class TensorDataModule(L.LightningDataModule):
                 f"dataset {self.name!r} yields samples of shape {tuple(x.shape[1:])}, but its "
                 f"config says shape={list(self.shape)}"
             )
-        self.splits = {"train": (x.contiguous(), y), "val": (x_val.contiguous(), y_val),
-                       "test": (x_test.contiguous(), y_test)}
+        splits = {"train": (x, y), "val": (x_val, y_val), "test": (x_test, y_test)}
+        if self.standardize:
+            splits, self.feature_mean, self.feature_std = standardize_splits(splits)
+        self.splits = {k: (xs.contiguous(), ys) for k, (xs, ys) in splits.items()}
 
     def probe_batch(self, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed batch of training inputs (the first ``size`` after the split shuffle)."""

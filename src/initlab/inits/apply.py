@@ -1,5 +1,6 @@
-"""Applying an init config to a model: every Linear/Conv weight by its family, biases apart,
-then LSUV's data-dependent rescaling.  Checks an init config before anything is drawn."""
+"""Applying an init config to a model: every Linear/Conv weight by its family, biases apart
+(``bias``), then LSUV's data-dependent rescaling.  Checks an init config before anything is
+drawn."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 from torch import nn
 
 from initlab.errors import ConfigError
-from initlab.inits.families import BIAS_KINDS, DATA_DEPENDENT, INIT_FAMILIES, fans
+from initlab.inits.bias import check_bias, init_bias_
+from initlab.inits.families import DATA_DEPENDENT, INIT_FAMILIES
 
 # The layers an init draws: fully connected and convolutional.
 WEIGHT_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -35,42 +37,46 @@ def family_options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in params}
 
 
-def init_bias_(layer: nn.Module, name: str = "default", value: float = 0.0, std: float = 1.0) -> None:
-    """Bias init, set apart from the weights: PyTorch's default U(+-1/sqrt(fan_in)), zeros, a
-    constant, or N(0, std^2) (S0 uses std 1)."""
-    if layer.bias is None:
-        return
-    with torch.no_grad():
-        if name == "default":
-            fan_in, _ = fans(layer.weight)
-            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            layer.bias.uniform_(-bound, bound)
-        elif name == "zeros":
-            layer.bias.zero_()
-        elif name == "constant":
-            layer.bias.fill_(value)
-        elif name == "normal":
-            layer.bias.normal_(0.0, std)
-        else:
-            raise ConfigError(f"unknown bias init {name!r}; available: {', '.join(BIAS_KINDS)}")
+def check_options(name: str, options: dict[str, Any], bias: dict[str, Any]) -> None:
+    """Refuse what the families would not use: an option family ``name`` does not take, both
+    ``scale`` and ``sigma_w2``, a bias option its family does not take (``ConfigError`` naming
+    the key)."""
+    known = family_options(name)
+    for key, value in options.items():
+        if key not in known:
+            raise ConfigError(f"init.{key} = {value!r} is not allowed: init {name!r} has no such "
+                              f"option; one of {', '.join(known)} is expected.",
+                              key=f"init.{key}", value=value)
+    if options.get("sigma_w2") is not None and options.get("scale", 1.0) != 1.0:
+        raise ConfigError(
+            f"init.sigma_w2 = {options['sigma_w2']!r} is not allowed with init.scale = "
+            f"{options['scale']!r}: give one of them (init.scale 1 beside sigma_w2).",
+            key="init.sigma_w2", value=options["sigma_w2"])
+    for key, value in bias.items():
+        if key not in ("name", "sigma_b2", "value"):
+            raise ConfigError(f"init.bias.{key} = {value!r} is not allowed: the bias init takes "
+                              "name, sigma_b2 and value.", key=f"init.bias.{key}", value=value)
+    check_bias(**bias)
 
 
 def initialize(
     model: nn.Module, cfg: dict[str, Any], probe: torch.Tensor | None = None
 ) -> nn.Module:
-    """Apply init config ``cfg`` (``name``, ``scale``, family options, ``bias``) to ``model``.
+    """Apply init config ``cfg`` (``name``, ``scale`` or ``sigma_w2``, family options, ``bias``)
+    to ``model``.
 
-    Weights are drawn layer by layer from input to output, so the same seed gives the same
-    network whatever the family's options.  ``probe`` (a batch of inputs) is needed by the
-    data-dependent families (``lsuv``)."""
+    Weights are drawn layer by layer from input to output (each layer's weight, then its bias),
+    so the same seed gives the same network whatever the family's options.  Without ``bias``
+    every bias is 0.  ``probe`` (a batch of inputs) is needed by the data-dependent families
+    (``lsuv``)."""
     options = dict(cfg)
     name = options.pop("name")
     bias = dict(options.pop("bias", None) or {})
-    bias_kind = bias.pop("name", "default")
+    check_options(name, options, bias)
     fn = INIT_FAMILIES[name]
     for layer in weight_layers(model):
         fn(layer.weight, **options)
-        init_bias_(layer, bias_kind, **bias)
+        init_bias_(layer, **bias)
     if name in DATA_DEPENDENT:
         if probe is None:
             raise ConfigError(f"init {name!r} needs a probe batch of data")

@@ -7,6 +7,7 @@ from typing import Any
 
 from initlab.inits.apply import family_options
 from initlab.inits.families import INIT_FAMILIES
+from initlab.inits.variance import SUPERSEDED_BY_SIGMA_W2
 
 
 def plain_value(text: Any) -> Any:
@@ -28,16 +29,24 @@ def plain_value(text: Any) -> Any:
 
 def init_label(init: Mapping[str, Any], with_scale: bool = True) -> str:
     """``he``, ``normal(std=1)``, ``xavier(distribution=normal) x2``: the family, the options
-    that differ from its defaults (a normal's std always), and the scale when not 1."""
+    that differ from its defaults (a normal's std always), and the scale when not 1.  On the
+    sigma_w^2 axis: ``normal(sigma_w2=2)``, ``xavier(distribution=normal, sigma_w2=0.5)``: the
+    options sigma_w2 replaces (std, bound, gain, factor, He's mode) are left out."""
     name = str(init.get("name", "?"))
     defaults = family_options(name) if name in INIT_FAMILIES else {}
+    sigma_w2 = plain_value(init.get("sigma_w2"))
+    hidden = {"name", "scale", "bias", "sigma_w2"}
+    if sigma_w2 is not None:
+        hidden |= set(SUPERSEDED_BY_SIGMA_W2.get(name, ()))
     shown = []
     for key, raw in init.items():
         value = plain_value(raw)
-        if key in ("name", "scale", "bias") or isinstance(value, Mapping):
+        if key in hidden or isinstance(value, Mapping):
             continue
         if key == "std" or (key in defaults and defaults[key] != value):
             shown.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    if isinstance(sigma_w2, (int, float)):
+        shown.append(f"sigma_w2={sigma_w2:g}")
     label = f"{name}({', '.join(shown)})" if shown else name
     scale = plain_value(init.get("scale", 1.0))
     if with_scale and isinstance(scale, (int, float)) and scale != 1:

@@ -14,7 +14,14 @@ from pydantic import ConfigDict, ValidationInfo, field_validator
 
 from initlab.config.schema.base import Section
 from initlab.config.schema.names import BIAS_KINDS, GAIN_NONLINEARITIES, INIT_FAMILIES
-from initlab.config.schema.values import _refuse, non_negative, number, one_of, positive, show
+from initlab.config.schema.values import (
+    _refuse,
+    non_negative,
+    number,
+    one_of,
+    positive,
+    show,
+)
 
 
 class Bias(Section):
