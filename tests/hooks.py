@@ -75,3 +75,49 @@ def digest(row) -> str:
     import hashlib
 
     return hashlib.sha1(row.detach().cpu().float().numpy().tobytes()).hexdigest()
+
+
+class ListeningSockets(L.Callback):
+    """Records, on every rank, the local addresses of the TCP sockets this process listens on
+    (from /proc/net/tcp and tcp6, matched to the process's own socket inodes)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0 and trainer.current_epoch == 0:
+            Path(f"{self.prefix}{trainer.global_rank}.json").write_text(
+                json.dumps(listening_addresses()))
+
+
+def listening_addresses() -> list[str]:
+    import os
+
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append(_address(fields[1]))
+    return found
+
+
+def _address(hex_address: str) -> str:
+    import ipaddress
+
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        ip = ipaddress.IPv4Address(raw[::-1])
+    else:  # four little-endian 32-bit words
+        ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+        ip = ip.ipv4_mapped or ip
+    return f"{ip}:{int(port, 16)}"

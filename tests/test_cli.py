@@ -106,7 +106,8 @@ def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
 
 def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(tmp_path, store):
     """Two CPU processes (gloo): each rank sees its own share of every epoch, sized as a
-    DistributedSampler would make it, and together they see every training sample."""
+    DistributedSampler would make it, and together they see every training sample; and no
+    process listens on anything but loopback."""
     import json
     import math
 
@@ -115,7 +116,8 @@ def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(tmp_
 
     prefix = tmp_path / "rank"
     run_cli(tmp_path, store, "trainer=ddp_cpu", *FAST, "trainer.max_epochs=1",
-            "+callbacks.seen._target_=hooks.SeenSamples", f"+callbacks.seen.prefix={prefix}")
+            "+callbacks.seen._target_=hooks.SeenSamples", f"+callbacks.seen.prefix={prefix}",
+            "+callbacks.ports._target_=hooks.ListeningSockets", f"+callbacks.ports.prefix={prefix}-ports")
     ranks = [json.loads(Path(f"{prefix}{r}.json").read_text()) for r in (0, 1)]
     dm = TensorDataModule("digits", 64, shape=[1, 8, 8], num_classes=10, val_size=200,
                           test_size=300)
@@ -127,3 +129,6 @@ def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(tmp_
     assert set(ranks[0]["seen"]) | set(ranks[1]["seen"]) == train_set
     assert len(set(ranks[0]["seen"]) & set(ranks[1]["seen"])) <= per_rank * 2 - n
     assert [r["global_step"] for r in ranks] == [math.ceil(per_rank / 64)] * 2  # 11 steps each
+    for rank in (0, 1):
+        listening = json.loads(Path(f"{prefix}-ports{rank}.json").read_text())
+        assert all(a.startswith(("127.", "::1:")) for a in listening), listening

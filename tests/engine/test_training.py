@@ -38,6 +38,9 @@ def test_a_run_records_params_metrics_and_artifacts(make_cfg, store):
     assert params["model.hidden"] == "[32, 32]" and params["optimizer.lr"] == "0.01"
     assert params["dataset.name"] == "digits" and params["seed"] == "0"
     assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
+    # He x2: sigma_w2 = 2 x 2^2 = 8 per layer, as drawn (step 0), sampling error a few percent
+    assert run.data.metrics["init/sigma_w2"] == pytest.approx(8.0, rel=0.15)
+    assert run.data.metrics["init/sigma_w2/layer1"] == pytest.approx(8.0, rel=0.15)
     client = MlflowClient(store)
     for key in ("train/loss", "val/loss", "train/acc", "val/acc", "lr"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2, key  # per epoch

@@ -19,6 +19,7 @@ import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from initlab.tracking.secrets import mask
 from initlab.search.trial import rdb_storage
 from initlab.tracking.store import sqlite_path
 
@@ -63,7 +64,8 @@ def resolve_storage(spec: Any, config: DictConfig) -> StorageSpec:
         if db is not None:  # absolute, so every job and worker opens the same file
             db = db.resolve()
             url = f"sqlite:///{db}"
-        return StorageSpec(rdb_storage(url), url, Path(f"{db}.claim.lock") if db else None, url)
+        return StorageSpec(rdb_storage(url), url, Path(f"{db}.claim.lock") if db else None,
+                           mask(url))
     if isinstance(spec, (Mapping, DictConfig)) and "_target_" in spec:
         node = OmegaConf.to_container(spec if isinstance(spec, DictConfig)
                                       else OmegaConf.create(dict(spec)), resolve=True)
@@ -76,7 +78,7 @@ def resolve_storage(spec: Any, config: DictConfig) -> StorageSpec:
         where = path or next((v for k, v in node.items() if isinstance(v, str)
                               and k != "_target_"), "")
         kind = node["_target_"].rsplit(".", 1)[-1]
-        return StorageSpec(storage, node, lock, f"{kind} {where}".strip())
+        return StorageSpec(storage, node, lock, mask(f"{kind} {where}".strip()))
     raise ValueError(f"hydra.sweeper.storage must be a URL, a _target_ node or null, not {spec!r}")
 
 

@@ -15,6 +15,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution)
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from initlab.tracking.secrets import mask
 from initlab.search.trial import ATTR_DIVERGED, ATTR_PRUNED
 
 from initlab.config.search_space import SearchSpace
@@ -61,7 +62,7 @@ def job_overrides(trial: Trial, space: SearchSpace, config: DictConfig,
     overrides += [f"++optuna.study={hydra_value(study_name)}", f"++optuna.trial={trial.number}"]
     if storage_for_jobs is not None:
         overrides.append(f"++optuna.storage={hydra_value(storage_for_jobs)}")
-    trial.set_user_attr("overrides", overrides[:len(trial.params) + len(space.fixed)])
+    trial.set_user_attr("overrides", [mask(o) for o in overrides[:len(trial.params) + len(space.fixed)]])
     return overrides
 
 

@@ -53,7 +53,7 @@ def run_propagation(cfg: DictConfig) -> dict[str, float]:
     inits.initialize(model, OmegaConf.to_container(cfg.init, resolve=True), probe=x)
     m = measure(model, x, threshold=float(options["saturation_threshold"]))
     preds = predictions(m, model)
-    metrics = flat_metrics(m, preds)
+    metrics = {**flat_metrics(m, preds), **inits.init_metrics(model)}
     hists = histogram_data(m, int(options["histogram_bins"]))
     label = case_label(cfg)
     signal = classify_signal(signal_ratio(m), options["vanishing_below"], options["exploding_above"])

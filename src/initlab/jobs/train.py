@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from initlab.config import validate
 from initlab.engine.build import prepare
+from initlab.inits import init_metrics
 from initlab.engine.checkpoints import checkpoint_files, resolve_ckpt_path
 from initlab.engine.fit import fit_and_test, make_trainer
 from initlab.errors import ConfigError
@@ -60,6 +61,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if ckpt:
             run.set_tag(TAG_RESUMED_FROM, resumed_from or ckpt)
         trainer = make_trainer(cfg, out, run.logger(), [run.recorder])
+        if not ckpt:  # the weights as drawn: effective sigma_w2 / sigma_b2 per layer, step 0
+            trainer.logger.log_metrics(init_metrics(job.module.model), step=0)
         metrics = fit_and_test(trainer, job, ckpt)
         record_job(run, cfg, job.module.model, out, checkpoint_files(trainer))
         history = metric_history(run.client, run.run_id, CURVE_METRICS)

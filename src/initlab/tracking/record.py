@@ -57,7 +57,11 @@ def versions() -> dict[str, str]:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """e.g. ``he-mlp-mnist5k-seed0``; a scale other than 1 is shown: ``he-x2-mlp-…``."""
-    scale = cfg.init.get("scale", 1.0)
-    init = cfg.init.name if scale == 1 else f"{cfg.init.name}-x{scale:g}"
+    """e.g. ``he-mlp-mnist5k-seed0``; a sigma_w2 or a scale other than 1 is shown:
+    ``he-sw2=4-mlp-…``, ``he-x2-mlp-…``."""
+    init = cfg.init.name
+    if cfg.init.get("sigma_w2") is not None:
+        init = f"{init}-sw2={cfg.init.sigma_w2:g}"
+    elif cfg.init.get("scale", 1.0) != 1:
+        init = f"{init}-x{cfg.init.scale:g}"
     return f"{init}-{cfg.model.name}-{cfg.dataset.name}-seed{cfg.seed}"

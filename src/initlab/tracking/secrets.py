@@ -11,6 +11,7 @@ tags, the files a run or sweep writes (Hydra's ``.hydra/*.yaml`` and ``multirun.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 MASK = "***"
+# MLflow prints "View run ... at: <tracking URI>/..." with the URI's userinfo when a run ends;
+# initlab prints its own links, masked.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # scheme://user:password@  (the password: anything up to the last "@" before the host)
 _URL_WITH_PASSWORD = re.compile(
     r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*):(?P<password>[^\s'\"]+)@(?=[^@\s'\"]*(?:[/\s'\"?]|$))")

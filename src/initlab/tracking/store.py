@@ -36,10 +36,14 @@ def log_metrics(client: Any, run_id: str, metrics: Sequence[Any]) -> None:
 
 
 def artifact_location(tracking: Mapping[str, Any], experiment: str) -> str | None:
-    """Local stores keep artifacts under ``artifact_root``; a server decides for itself."""
-    root = tracking.get("artifact_root")
-    if not root or sqlite_path(tracking["tracking_uri"]) is None:
+    """Database stores (SQLite, PostgreSQL, ...) keep a new experiment's artifacts under
+    ``artifact_root`` (a folder, or a URI such as ``s3://bucket/path``); a tracking server
+    decides for itself."""
+    root, uri = tracking.get("artifact_root"), tracking["tracking_uri"]
+    if not root or uri.split(":", 1)[0] in ("http", "https", "databricks", "databricks-uc"):
         return None
+    if "://" in str(root):
+        return f"{str(root).rstrip('/')}/{experiment}"
     return (Path(root).resolve() / experiment).as_uri()
 
 
