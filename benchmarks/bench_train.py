@@ -196,6 +196,9 @@ def lightning_floor(model: torch.nn.Module, batches: list, loss_fn: Callable,
     Trainer with no logger, no checkpointing, no progress bar and no callback but the clock."""
     import lightning.pytorch as L
 
+    from initlab.engine.build import skip_nvml_probe_without_driver
+
+    skip_nvml_probe_without_driver()  # an environment fix, not Lightning's cost: as the platform
     clock = EpochClock()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
