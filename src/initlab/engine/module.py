@@ -37,7 +37,7 @@ class ClassifierModule(L.LightningModule):
         # Lightning's lr_scheduler config keys: interval (epoch | step), frequency, monitor.
         self.scheduler_config = dict(scheduler_config or {})
         self.binary = getattr(model, "num_outputs", None) == 1
-        self._sums: dict[str, torch.Tensor] = {}
+        self._sums: dict[str, list] = {}  # split -> [loss sum, correct, count]
         self._epoch_lr = float("nan")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,19 +57,27 @@ class ClassifierModule(L.LightningModule):
         return loss, correct
 
     def _accumulate(self, split: str, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        loss = loss.detach()
-        stats = torch.stack([loss * n, correct.to(loss.dtype), loss.new_tensor(float(n))])
-        self._sums[split] = self._sums[split] + stats if split in self._sums else stats
+        """Add a batch to the split's running (loss sum, correct) on the device, in place, and
+        its size to a Python count: no host sync, no new tensor from a Python number."""
+        sums = self._sums.get(split)
+        if sums is None:
+            sums = self._sums[split] = [torch.zeros((), device=loss.device, dtype=loss.dtype),
+                                        torch.zeros((), device=loss.device, dtype=torch.long), 0]
+        sums[0].add_(loss.detach(), alpha=n)
+        sums[1].add_(correct)
+        sums[2] += n
 
     def _log_epoch(self, split: str) -> None:
-        stats = self._sums.pop(split, None)
-        if stats is None:
+        sums = self._sums.pop(split, None)
+        if sums is None:
             return
+        loss_sum, correct, n = sums
+        stats = torch.stack([loss_sum, correct.to(loss_sum.dtype), loss_sum.new_tensor(float(n))])
         if self.trainer.world_size > 1:
             stats = self.all_gather(stats).reshape(-1, 3).sum(0)
         loss_sum, correct, n = stats
         self.log_dict({f"{split}/loss": loss_sum / n, f"{split}/acc": correct / n},
-                      on_step=False, on_epoch=True, rank_zero_only=True)
+                      on_step=False, on_epoch=True, rank_zero_only=True, prog_bar=split != "test")
 
     # ---- steps -----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
