@@ -62,7 +62,8 @@ def test_init_statistics_match_an_independent_computation(make_cfg, tmp_path):
 
     # Artifacts: the S1-style figure and the JSON that compare reads.
     names = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
-    assert names == {"diagnostics/activation_histograms.png", "diagnostics/init_stats.json"}
+    assert names == {"diagnostics/activation_histograms.png", "diagnostics/init_stats.json",
+                     "diagnostics/backward.png", "diagnostics/jacobian_spectrum.png"}
     local = client.download_artifacts(run.info.run_id, "diagnostics/init_stats.json", str(tmp_path))
     record = json.loads(open(local).read())
     assert [layer["name"] for layer in record["layers"]] == ["layer1", "layer2", "layer3", "layer4"]
@@ -110,3 +111,47 @@ def test_sigmoid_with_std_one_saturates_most_units():
     assert min(fractions[1.0, 0.01]) > 0.4 and sum(fractions[1.0, 0.01]) / 5 > 0.45
     assert sum(fractions[1.0, 0.05]) / 5 > 0.6  # most units within 5% of 0 or 1
     assert max(fractions[0.1, 0.01]) < 0.01  # "Xavier" (0.1 = 1/sqrt(100)): hardly any
+
+
+def test_float64_run_records_backward_jacobian_and_initial_weights(make_cfg, tmp_path):
+    """``trainer.precision=64-true`` with everything on (``diagnostics=full``), on an orthogonal
+    deep linear net: the Jacobian is an isometry at init and chi_1 = 1 in every layer."""
+    from initlab.tracking.artifacts import load_weights
+
+    cfg = make_cfg(*TINY, "trainer.precision=64-true", "diagnostics=full", "init=orthogonal",
+                   "model.activation=linear", "callbacks.diagnostics.jacobian_every_n_steps=5")
+    train(cfg)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    run = _run(client)
+    history = lambda key: {m.step: m.value  # noqa: E731
+                           for m in client.get_metric_history(run.info.run_id, key)}
+
+    for stat in ("s_min", "s_max", "cond"):
+        assert history(f"diag/jacobian/{stat}")[0] == pytest.approx(1.0, abs=1e-5)
+    assert history("diag/jacobian/s2_var_pred")[0] == pytest.approx(0.0, abs=1e-5)
+    steps = sorted(history("diag/jacobian/s2_mean"))
+    assert steps[:3] == [0, 5, 10] and all(s % 5 == 0 for s in steps)
+    assert list(history("diag/jacobian/s2_mean_pred")) == [0]
+    for k in (1, 2, 3):
+        assert history(f"diag/layer{k}/chi1")[0] == pytest.approx(1.0, abs=1e-4)
+        assert history(f"diag/layer{k}/chi1_pred")[0] == pytest.approx(1.0, abs=0.02)
+    grads = history("diag/layer2/grad_preact_var")
+    assert len(grads) == 3 and all(v > 0 for v in grads.values())  # init + 2 epochs
+    assert history("diag/layer2/grad_preact_var_pred")[0] == pytest.approx(grads[0], rel=0.3)
+    assert history("diag/layer2/grad_weight_var")[0] > 0
+
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
+    assert {"diagnostics/backward.png", "diagnostics/jacobian_spectrum.png",
+            f"diagnostics/jacobian_spectrum_step{steps[-1]}.png"} <= names
+    model = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert model == {"model/initial_weights.safetensors", "model/final_weights.safetensors"}
+    initial = load_weights(client.download_artifacts(
+        run.info.run_id, "model/initial_weights.safetensors", str(tmp_path)))
+    final = load_weights(client.download_artifacts(
+        run.info.run_id, "model/final_weights.safetensors", str(tmp_path)))
+    fresh = prepare(cfg).module.model.state_dict()  # same seed: the same initial network
+    assert set(initial) == set(fresh) == set(final)
+    for key, value in initial.items():
+        assert value.dtype == torch.float64
+        assert torch.equal(value, fresh[key].double())
+        assert not torch.equal(value, final[key])

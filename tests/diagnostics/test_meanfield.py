@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from initlab.diagnostics import meanfield
-from initlab.diagnostics.callback import predictions
+from initlab.diagnostics.records import predictions
 from initlab.inits import initialize
 from initlab.diagnostics.layerstats import measure
 from initlab.nets import MLP, LeNet
@@ -84,3 +84,34 @@ def test_finite_width_spread_is_kept_per_seed():
 def test_theory_applies_to_mlps_only():
     assert meanfield.applies_to(MLP(4, 2, [3, 3], "tanh"))
     assert not meanfield.applies_to(LeNet(1, 28, 10))
+
+
+def test_derivative_moments_and_chi1_closed_forms():
+    assert meanfield.dphi_moments("relu", 3.0) == (0.5, 0.5)
+    assert meanfield.dphi_moments("linear", 3.0) == meanfield.dphi_moments(None, 3.0) == (1.0, 1.0)
+    mu1, mu2 = meanfield.dphi_moments("tanh", 1e-8)  # tanh'(0) = 1
+    assert mu1 == pytest.approx(1.0, abs=1e-6) and mu2 == pytest.approx(1.0, abs=1e-6)
+    z = torch.randn(2_000_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    d = 1 - torch.tanh(math.sqrt(0.7) * z) ** 2  # tanh'(h), h ~ N(0, 0.7)
+    mu1, mu2 = meanfield.dphi_moments("tanh", 0.7)
+    assert mu1 == pytest.approx(float((d**2).mean()), rel=2e-3)
+    assert mu2 == pytest.approx(float((d**4).mean()), rel=3e-3)
+    assert meanfield.chi1("relu", 2.0, 1.0) == 1.0  # He: the edge of chaos for ReLU
+    assert meanfield.critical_sigma_w2("relu", 0.0) == pytest.approx(2.0, abs=1e-6)
+    assert meanfield.fixed_point("relu", 1.5, 0.1) == pytest.approx(0.4)  # 0.1 / (1 - 0.75)
+    assert meanfield.fixed_point("relu", 2.5, 0.0) == math.inf
+
+
+def test_random_matrix_and_backward_predictions_closed_forms():
+    # Deep linear, square: Gaussian weights add 1 per layer to Var(s^2) / E[s^2]^2, orthogonal 0.
+    gaussian = meanfield.jacobian_predict([1.0] * 5, [1.0] * 5, ["linear"] * 5, [1.0] * 5)
+    assert gaussian == {"s2_mean": 1.0, "s2_var": 5.0}
+    ortho = meanfield.jacobian_predict([1.0] * 5, [0.0] * 5, ["linear"] * 5, [1.0] * 5)
+    assert ortho == {"s2_mean": 1.0, "s2_var": 0.0}
+    # ReLU at sigma_w^2 = 2: mean 1 per layer; D^2 in {0, 1} adds mu_2 / mu_1^2 - 1 = 1.
+    relu = meanfield.jacobian_predict([2.0] * 3, [0.0] * 3, ["relu"] * 3, [1.0] * 3)
+    assert relu == {"s2_mean": 1.0, "s2_var": 3.0}
+    # Backward: a factor sigma_w^2 E[phi'^2] (N_{l+1} / N_l) per layer going back.
+    grads = meanfield.backward_predict([2.0, 2.0, 2.0], ["relu", "relu", None], [100, 100, 10],
+                                       [1.0, 1.0, 1.0], 0.5)
+    assert grads == pytest.approx([0.5 * 0.1, 0.5 * 0.1, 0.5])

@@ -11,6 +11,11 @@ On a fixed probe batch of training inputs:
 * **during training**, every ``every_n_epochs`` epochs (or ``every_n_steps`` steps): per layer
   weight std, gradient norm and update/weight ratio of one optimizer step, and the
   activation statistics;
+* **backward and Jacobian** (``backward``, ``jacobian``; see those modules): per layer
+  E[(dl/dh)^2], Var(dL/dW) and chi_1 beside their mean-field predictions, at init and with the
+  training-time statistics; the input-output Jacobian's singular values at init and every
+  ``jacobian_every_n_steps`` steps (``diag/jacobian/<stat>``), with histogram figures;
+* **initial weights**: ``model/initial_weights.safetensors`` before the first step;
 * **signal check**: the last/first hidden layer activation std ratio; below ``vanishing_below``
   or above ``exploding_above`` (at init or after the first epoch) the run is tagged
   ``initlab.diag.signal`` = vanishing / exploding and a WARNING is logged.
@@ -34,93 +39,42 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from initlab.diagnostics import meanfield
+from initlab.diagnostics import backward, figures, jacobian
 from initlab.diagnostics.histograms import histogram_data, plot_row
+from initlab.diagnostics.layerstats import Layer, Measurement, layers_of, measure, signal_ratio
+from initlab.diagnostics.records import (ARTIFACT_DIR, HIST_FILE, PREFIX, STATS_FILE,
+                                         classify_signal, flat_metrics, init_record, predictions,
+                                         probe_loss)
+from initlab.tracking.artifacts import save_weights
 from initlab.tracking.logger import mlflow_logger
-from initlab.diagnostics.layerstats import Layer, Measurement, layers_of, measure, signal_ratio, weight_variances
 
 log = logging.getLogger(__name__)
 
-PREFIX = "diag"
 TAG_SIGNAL = "initlab.diag.signal"
 TAG_RATIO = "initlab.diag.signal_ratio"
-ARTIFACT_DIR = "diagnostics"
-STATS_FILE = "init_stats.json"
-HIST_FILE = "activation_histograms.png"
-
-
-def predictions(measurement: Measurement, model: torch.nn.Module) -> list[dict[str, float]] | None:
-    """Mean-field predictions per layer from the actual weights, or None where the theory does
-    not apply (convolutions, pooling)."""
-    if not meanfield.applies_to(model):
-        return None
-    sw2, sb2 = weight_variances(measurement.layers)
-    return meanfield.predict(sw2, sb2, [layer.kind for layer in measurement.layers],
-                             measurement.input_m2)
-
-
-def flat_metrics(measurement: Measurement, preds: list[dict[str, float]] | None = None,
-                 extra: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
-    """``{"diag/layer1/act_std": ..., "diag/layer1/preact_var_pred": ..., "diag/signal_ratio": ...}``"""
-    out = {}
-    for i, layer in enumerate(measurement.layers):
-        row = dict(measurement.stats[layer.name])
-        row.update((extra or {}).get(layer.name, {}))
-        if preds is not None:
-            row.update({f"{k}_pred": v for k, v in preds[i].items()})
-        out.update({f"{PREFIX}/{layer.name}/{k}": v for k, v in row.items()})
-    ratio = signal_ratio(measurement)
-    if ratio is not None:
-        out[f"{PREFIX}/signal_ratio"] = ratio
-    return out
-
-
-def init_record(measurement: Measurement, preds: list[dict[str, float]] | None,
-                hists: list[dict[str, Any]], **info: Any) -> dict[str, Any]:
-    """The JSON document ``compare`` reads: per layer stats and predictions, histograms."""
-    return {
-        "layers": [{"name": layer.name, "kind": layer.kind, "stats": measurement.stats[layer.name],
-                    "pred": preds[i] if preds is not None else None}
-                   for i, layer in enumerate(measurement.layers)],
-        "histograms": hists,
-        "signal_ratio": signal_ratio(measurement),
-        "input_m2": measurement.input_m2,
-        **info,
-    }
-
-
-def classify_signal(ratio: float | None, vanishing_below: float, exploding_above: float) -> str:
-    if ratio is None or math.isnan(ratio):
-        return "n/a"
-    if ratio < vanishing_below:
-        return "vanishing"
-    if ratio > exploding_above:
-        return "exploding"
-    return "ok"
-
-
-def _loss_fn(pl_module: L.LightningModule, y: torch.Tensor):
-    """The module's own training loss on the probe labels (ClassifierModule), else
-    cross-entropy."""
-    def loss(out: torch.Tensor) -> torch.Tensor:
-        if getattr(pl_module, "binary", False):
-            return torch.nn.functional.binary_cross_entropy_with_logits(
-                out.squeeze(-1), y.to(out.dtype))
-        return torch.nn.functional.cross_entropy(out, y)
-    return loss
+BACKWARD_FILE = "backward.png"
+SPECTRUM_FILE = "jacobian_spectrum.png"  # at init; jacobian_spectrum_step<N>.png at the last
+INITIAL_WEIGHTS = "initial_weights.safetensors"  # in the run's model/, beside final_weights
 
 
 class InitDiagnostics(Callback):
     def __init__(self, probe_size: int = 256, every_n_epochs: int = 1,
                  every_n_steps: int | None = None, saturation_threshold: float = 0.01,
                  vanishing_below: float = 0.1, exploding_above: float = 10.0,
-                 histogram_bins: int = 30, plot: bool = True, train_stats: bool = True) -> None:
+                 histogram_bins: int = 30, plot: bool = True, train_stats: bool = True,
+                 backward: bool = True, jacobian: bool = True,
+                 jacobian_every_n_steps: int | None = None, jacobian_inputs: int = 8,
+                 initial_weights: bool = True) -> None:
         self.probe_size = int(probe_size)
         self.every_n_epochs = max(1, int(every_n_epochs))
         self.every_n_steps = int(every_n_steps) if every_n_steps else None
         self.threshold = float(saturation_threshold)
         self.vanishing_below, self.exploding_above = float(vanishing_below), float(exploding_above)
         self.bins, self.plot, self.train_stats = int(histogram_bins), bool(plot), bool(train_stats)
+        self.backward, self.jacobian = bool(backward), bool(jacobian)
+        self.jacobian_every = int(jacobian_every_n_steps) if jacobian_every_n_steps else None
+        self.jacobian_inputs, self.initial_weights = int(jacobian_inputs), bool(initial_weights)
+        self._last_jacobian: tuple[int, dict] | None = None  # (step, result) after init
         self.signal: str | None = None
         self.seconds = 0.0  # time spent in this callback (reported in the log)
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -183,27 +137,67 @@ class InitDiagnostics(Callback):
         self._layers = layers_of(net)
         if resumed:
             return
-        m = measure(net, self._probe[0], threshold=self.threshold,
-                    loss_fn=_loss_fn(pl_module, self._probe[1]), layers=self._layers)
-        preds = predictions(m, net)
-        self._log(trainer, flat_metrics(m, preds), step=0)
-        self._check_signal(trainer, signal_ratio(m), "at initialization:")
         logger = self._mlflow(trainer)
+        if logger is not None and self.initial_weights:
+            with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
+                path = save_weights(net, Path(tmp) / INITIAL_WEIGHTS)
+                logger.experiment.log_artifact(logger.run_id, str(path), "model")
+        loss_fn = probe_loss(pl_module, self._probe[1])
+        m = measure(net, self._probe[0], threshold=self.threshold, loss_fn=loss_fn,
+                    layers=self._layers)
+        preds = predictions(m, net)
+        back_preds = self._backward(net, loss_fn, m, preds)
+        jac = self._jacobian(net, preds)
+        self._log(trainer, {**flat_metrics(m, preds), **jacobian.flat_metrics(jac, PREFIX)},
+                  step=0)
+        self._check_signal(trainer, signal_ratio(m), "at initialization:")
         if logger is not None:
             hists = histogram_data(m, self.bins)
             record = init_record(m, preds, hists, probe_size=len(x),
-                                 threshold=self.threshold)
+                                 threshold=self.threshold, jacobian=jac)
             with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
                 path = Path(tmp) / STATS_FILE
                 path.write_text(json.dumps(record))
                 logger.experiment.log_artifact(logger.run_id, str(path), ARTIFACT_DIR)
+                title = self._title(logger)
+                pngs = []
                 if self.plot and hists:
-                    title = f"activations at init ({self._title(logger)})"
-                    png = plot_row(hists, title, Path(tmp) / HIST_FILE)
+                    pngs.append(plot_row(hists, f"activations at init ({title})",
+                                         Path(tmp) / HIST_FILE))
+                if self.plot and self.backward:
+                    pngs.append(figures.plot_backward(
+                        [layer.name for layer in m.layers], m.stats, back_preds,
+                        f"backward signal at init ({title})", Path(tmp) / BACKWARD_FILE))
+                if self.plot and jac is not None:
+                    pngs.append(figures.plot_spectrum(jac, f"Jacobian at init ({title})",
+                                                      Path(tmp) / SPECTRUM_FILE))
+                for png in pngs:
                     logger.experiment.log_artifact(logger.run_id, str(png), ARTIFACT_DIR)
         m.captured.pre.clear()
         m.captured.act.clear()
         self.seconds += time.perf_counter() - start
+
+    def _backward(self, net, loss_fn, m: Measurement,
+                  preds: list[dict[str, float]] | None) -> list[dict[str, float]] | None:
+        """Backward statistics into ``m.stats`` and their predictions into ``preds``."""
+        if not self.backward:
+            return None
+        back = backward.measure_backward(net, self._probe[0], loss_fn, self._layers)
+        for name, row in back.items():
+            m.stats[name].update(row)
+        if preds is None:
+            return None
+        back_preds = backward.predictions(back, self._layers, preds)
+        for row, extra in zip(preds, back_preds):
+            row.update(extra)
+        return back_preds
+
+    def _jacobian(self, net, preds: list[dict[str, float]] | None) -> dict | None:
+        if not self.jacobian:
+            return None
+        q = [row["preact_var"] for row in preds] if preds is not None else None
+        return jacobian.measure_jacobian(net, self._probe[0][: self.jacobian_inputs],
+                                         self._layers, q)
 
     @staticmethod
     def _title(logger: MLFlowLogger) -> str:
@@ -232,6 +226,13 @@ class InitDiagnostics(Callback):
                             for w in weights]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._jacobian_due(trainer):
+            start = time.perf_counter()
+            jac = self._jacobian(self._net(pl_module), None)
+            if jac is not None:
+                self._last_jacobian = (trainer.global_step, jac)
+                self._log(trainer, jacobian.flat_metrics(jac, PREFIX), step=trainer.global_step)
+            self.seconds += time.perf_counter() - start
         if not self._sample or not self._before:
             return
         start = time.perf_counter()
@@ -250,6 +251,12 @@ class InitDiagnostics(Callback):
             self._measure_and_log(trainer, pl_module)
         self.seconds += time.perf_counter() - start
 
+    def _jacobian_due(self, trainer) -> bool:
+        step = trainer.global_step
+        return (self.jacobian and self.jacobian_every is not None and trainer.is_global_zero
+                and self._probe is not None and step > 0 and step % self.jacobian_every == 0
+                and (self._last_jacobian is None or self._last_jacobian[0] != step))
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.every_n_steps or not self._step_stats or not trainer.is_global_zero:
             return
@@ -260,11 +267,26 @@ class InitDiagnostics(Callback):
     def _measure_and_log(self, trainer, pl_module) -> None:
         net = self._net(pl_module)
         m = measure(net, self._probe[0], threshold=self.threshold, layers=self._layers)
+        self._backward(net, probe_loss(pl_module, self._probe[1]), m, None)
         self._log(trainer, flat_metrics(m, extra=self._step_stats), step=trainer.global_step)
         self._step_stats = {}
         if not self._checked_first_epoch:
             self._checked_first_epoch = True
             self._check_signal(trainer, signal_ratio(m), "after the first diagnostics step:")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """The Jacobian histogram at the last sampled step, while the run is still open."""
+        logger = self._mlflow(trainer)
+        if not (trainer.is_global_zero and self.plot and self._last_jacobian and logger):
+            return
+        start = time.perf_counter()
+        step, jac = self._last_jacobian
+        with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
+            name = SPECTRUM_FILE.replace(".png", f"_step{step}.png")
+            png = figures.plot_spectrum(jac, f"Jacobian at step {step} ({self._title(logger)})",
+                                        Path(tmp) / name)
+            logger.experiment.log_artifact(logger.run_id, str(png), ARTIFACT_DIR)
+        self.seconds += time.perf_counter() - start
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:

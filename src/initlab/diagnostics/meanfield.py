@@ -79,3 +79,85 @@ def applies_to(model: torch.nn.Module) -> bool:
         isinstance(layer.weight, torch.nn.Linear) and (layer.kind in (None, *SUPPORTED))
         for layer in layers
     ) and all(id(m) in covered or isinstance(m, torch.nn.Flatten) for m in leaves)
+
+
+# ---- backward signal and Jacobians (Schoenholz et al. 2017; Pennington et al. 2017) ---------
+def _dphi(kind: str, h: np.ndarray) -> np.ndarray:
+    z = torch.from_numpy(np.asarray(h, dtype=np.float64)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(make_activation(kind)(z).sum(), z)
+    return grad.numpy()
+
+
+def dphi_moments(kind: str | None, q: float) -> tuple[float, float]:
+    """(mu_1, mu_2) = (E[phi'(h)^2], E[phi'(h)^4]) for h ~ N(0, q); (1, 1) for no activation."""
+    if kind in (None, "linear"):
+        return 1.0, 1.0
+    if kind == "relu":
+        return 0.5, 0.5
+    d2 = _dphi(kind, math.sqrt(max(q, 0.0)) * _NODES) ** 2
+    return float(_WEIGHTS @ d2), float(_WEIGHTS @ d2**2)
+
+
+def chi1(kind: str | None, sigma_w2: float, q: float) -> float:
+    """chi_1 = sigma_w^2 E[phi'(h)^2], h ~ N(0, q): the mean squared singular value of a layer's
+    Jacobian D W; above 1 perturbations grow with depth (chaos), below 1 they die (order)."""
+    return sigma_w2 * dphi_moments(kind, q)[0]
+
+
+def fixed_point(kind: str, sigma_w2: float, sigma_b2: float) -> float:
+    """q* of q <- sigma_w^2 E[phi(h)^2] + sigma_b^2 (the deep layers of a uniform net): the
+    root of g(q) = sigma_w^2 E[phi(h)^2] + sigma_b^2 - q, by bisection in log q on
+    [1e-12, 1e6]; 0 if g < 0 already at 1e-12 (the signal dies), inf if g > 0 at 1e6."""
+    def g(q: float) -> float:
+        return sigma_w2 * act_moments(kind, q)[1] + sigma_b2 - q
+
+    lo, hi = math.log(1e-12), math.log(1e6)
+    if g(math.exp(lo)) <= 0:
+        return 0.0
+    if g(math.exp(hi)) >= 0:
+        return math.inf
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if g(math.exp(mid)) > 0 else (lo, mid)
+    return math.exp(0.5 * (lo + hi))
+
+
+def critical_sigma_w2(kind: str, sigma_b2: float, lo: float = 0.1, hi: float = 10.0) -> float:
+    """The sigma_w^2 where chi_1 at the fixed point crosses 1 (the edge of chaos), by bisection;
+    for tanh it is 1 at sigma_b^2 = 0 and grows with sigma_b^2."""
+    def excess(sw2: float) -> float:
+        return chi1(kind, sw2, fixed_point(kind, sw2, sigma_b2)) - 1.0
+
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if excess(mid) < 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def backward_predict(sigma_w2: Sequence[float], kinds: Sequence[str | None],
+                     widths: Sequence[int], preact_var: Sequence[float],
+                     output_grad_m2: float) -> list[float]:
+    """Per layer, the predicted E[(dl/dh_l)^2] of one example's loss: back from the measured
+    output value by dl/dh_l = D_l W_{l+1}^T dl/dh_{l+1}, i.e. (gradient independence)
+    E[(dl/dh_l)^2] = E[phi'(h_l)^2] sigma_w,l+1^2 (N_{l+1} / N_l) E[(dl/dh_{l+1})^2],
+    with h_l ~ N(0, q_l) from the forward prediction ``preact_var``."""
+    out = [output_grad_m2]
+    for i in range(len(kinds) - 2, -1, -1):
+        mu1 = dphi_moments(kinds[i], preact_var[i])[0]
+        out.append(out[-1] * mu1 * sigma_w2[i + 1] * widths[i + 1] / widths[i])
+    return out[::-1]
+
+
+def jacobian_predict(sigma_w2: Sequence[float], weight_v: Sequence[float],
+                     kinds: Sequence[str | None],
+                     preact_var: Sequence[float]) -> dict[str, float]:
+    """Mean and variance of the squared singular values s^2 of J = D_L W_L ... D_1 W_1 (square
+    layers), free probability (Pennington et al. 2017): the mean is the product of the layers'
+    sigma_w^2 mu_1, and the normalised variance var/mean^2 is the sum over layers of
+    ``weight_v`` (that of W W^T's spectrum: 1 Gaussian, 0 orthogonal) + mu_2 / mu_1^2 - 1."""
+    mean, v = 1.0, 0.0
+    for sw2, wv, kind, q in zip(sigma_w2, weight_v, kinds, preact_var):
+        mu1, mu2 = dphi_moments(kind, q)
+        mean *= sw2 * mu1
+        v += wv + mu2 / mu1**2 - 1.0
+    return {"s2_mean": mean, "s2_var": mean**2 * v}

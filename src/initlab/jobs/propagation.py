@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from initlab import inits
 from initlab.config import validate
-from initlab.diagnostics.callback import (ARTIFACT_DIR, HIST_FILE, STATS_FILE, classify_signal,
-                                 flat_metrics, init_record, predictions)
+from initlab.diagnostics.records import (ARTIFACT_DIR, HIST_FILE, STATS_FILE, classify_signal,
+                                         flat_metrics, init_record, predictions)
 from initlab.diagnostics.histograms import histogram_data, plot_row
 from initlab.diagnostics.layerstats import measure, signal_ratio
 from initlab.nets import check_fits_data

@@ -1,0 +1,74 @@
+"""Figures of the backward and Jacobian diagnostics (matplotlib is imported when one is drawn):
+the backward signal and chi_1 through depth, measured beside the mean-field prediction, and the
+histogram of the input-output Jacobian's singular values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_backward(names: Sequence[str], stats: dict[str, dict[str, float]],
+                  preds: Sequence[dict[str, float]] | None, title: str, path: Path) -> Path:
+    """Left: E[(dl/dh)^2] per layer (log scale); right: chi_1 per hidden layer, a line at 1."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    depth = list(range(1, len(names) + 1))
+    for ax, key, label in ((left, "grad_preact_var", "E[(dl/dh)^2]"), (right, "chi1", "chi_1")):
+        xs = [d for d, n in zip(depth, names) if key in stats[n]]
+        ax.plot(xs, [stats[n][key] for n in names if key in stats[n]], "o-", label="measured")
+        if preds is not None:
+            ax.plot(xs, [p[key] for p in preds if key in p], "k--", label="mean-field")
+        ax.set_xlabel("layer")
+        ax.set_xticks(depth)
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=8)
+    left.set_yscale("log")
+    right.axhline(1.0, color="grey", lw=0.8)
+    low, high = right.get_ylim()
+    right.set_ylim(min(low, 0.9), max(high, 1.1))  # a scale to read the distance from 1 by
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.84, wspace=0.25)
+    fig.savefig(path, dpi=90)  # fixed margins: tight_layout would draw the figure twice
+    plt.close(fig)
+    return path
+
+
+def plot_spectrum(result: dict[str, Any], title: str, path: Path) -> Path:
+    """Histogram of log10 s over the probe inputs (numerical zeros counted apart), with s = 1 and
+    the predicted sqrt(E[s^2])."""
+    plt = _pyplot()
+    hist = result["hist"]
+    edges, counts = hist["log10_edges"], hist["counts"]
+    total = max(hist.get("total", sum(counts)), 1)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(edges[:-1], [c / total for c in counts], width=edges[1] - edges[0], align="edge",
+           color="tab:blue", edgecolor="none")
+    ax.axvline(0.0, color="grey", lw=0.8, label="s = 1")
+    stats, pred = result["stats"], result["pred"]
+    if pred and pred["s2_mean"] > 0:
+        import math
+
+        ax.axvline(0.5 * math.log10(pred["s2_mean"]), color="k", ls="--",
+                   label="predicted sqrt(E[s^2])")
+    zeros = hist.get("zeros", 0)
+    ax.set_xlabel("log10 singular value" + (f" ({zeros / total:.0%} numerically zero, not shown)"
+                                             if zeros else ""))
+    ax.set_ylabel("fraction")
+    ax.set_title(f"{title}\ndepth {result['depth']}, E[s^2] {stats['s2_mean']:.3g}, "
+                 f"var {stats['s2_var']:.3g}, s_max {stats['s_max']:.3g}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.83)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
