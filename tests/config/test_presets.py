@@ -7,7 +7,8 @@ from conftest import CONF
 from initlab import inits
 from initlab.config import validate
 
-GROUPS = ["init", "model", "optimizer", "dataset", "trainer", "tracking", "scheduler", "callbacks"]
+GROUPS = ["init", "model", "optimizer", "dataset", "trainer", "tracking", "scheduler", "callbacks",
+          "debug"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

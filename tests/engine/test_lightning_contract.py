@@ -165,3 +165,14 @@ def test_a_constant_init_stays_exactly_symmetric_through_float64_training(make_c
         w = layer.weight.detach()
         assert not torch.equal(w, torch.full_like(w, w[0, 0]))  # it trained ...
         assert (w - w[:1]).abs().max() <= 1e-14 * w.abs().max()  # ... and every unit is the same
+
+
+@pytest.mark.parametrize("preset,batches", [("fdr", 1), ("limit", 10), ("overfit", 6)])
+def test_debug_presets(make_cfg, store, tmp_path, preset, batches):
+    """debug=fdr / limit / overfit: the training batches Lightning documents (FAST sets
+    trainer.max_epochs=2 on the command line, which wins over the presets), nothing recorded."""
+    path = tmp_path / "hooks.json"
+    train(make_cfg(*FAST, f"debug={preset}", "+callbacks.counter._target_=hooks.CountingHooks",
+                   f"+callbacks.counter.path={path}"))
+    assert read(path)["counts"]["on_train_batch_end"] == batches
+    assert all_runs(store) == []
