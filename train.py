@@ -47,3 +47,7 @@ if __name__ == "__main__":
         if _composition_error(exit_):
             sys.exit(2)
         raise
+    from initlab.tracking.sweep import multirun_failure
+
+    if multirun_failure():  # Hydra turns an exception in a callback into a warning
+        sys.exit(1)

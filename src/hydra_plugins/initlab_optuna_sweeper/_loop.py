@@ -100,6 +100,19 @@ class AskTellLoop:
 
     # ---- one worker --------------------------------------------------------------------
     def _worker(self) -> None:
+        """One worker thread: claim a trial, run it as a job, finish it; until done or stopped.
+        An exception that escapes (a bug, not a failed job) fails the claimed trial and stops
+        the search, which then re-raises it: non-zero exit, parent run FAILED."""
+        try:
+            self._work_trials()
+        except BaseException as err:  # noqa: BLE001 - re-raised by run() in the main thread
+            if threading.current_thread() is threading.main_thread():
+                raise
+            self._fatal = err
+            self._stop.set()
+            log.error("an Optuna worker thread failed: %r", err)
+
+    def _work_trials(self) -> None:
         poll = max(0.5, min(5.0, float(self.s.heartbeat_interval)))
         while not self._stop.is_set():
             claimed = self._claim()
@@ -119,6 +132,8 @@ class AskTellLoop:
                 if threading.current_thread() is threading.main_thread():
                     raise
                 self._interrupted(trial)  # a job killed (SIGTERM/Ctrl-C) in a worker process
+                if interrupts.received() is not None:  # the sweep itself is stopping
+                    return
                 continue
             except Exception as err:  # noqa: BLE001 - the launcher itself failed for this job
                 if self._stop.is_set():
@@ -129,6 +144,9 @@ class AskTellLoop:
                     continue
                 self._finish(trial, None, err, time.time() - started)
                 continue
+            except BaseException as err:  # not a job's failure: fail its trial, stop the search
+                self._abort(trial, "error", err)
+                raise
             self._finish(trial, ret, None, time.time() - started)
 
     def _claim(self) -> Any:
@@ -136,7 +154,7 @@ class AskTellLoop:
         job index), ``_WAIT`` (trials still running elsewhere), or None (the study is done)."""
         s, study = self.s, self.s.study
         with self._lock, claim_lock(s.storage.lock_file):
-            if self._stop.is_set():
+            if self._stop.is_set() or interrupts.received() is not None:
                 return None
             self.trials.fail_stale(s.grace_period, self.heartbeat.numbers)
             progress = _study.progress(study)

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM that always stop a training job, and never in the middle of a store write.
+"""Ctrl-C and SIGTERM that always stop a training job, and never in the middle of a store write;
+and exceptions in other threads that are never lost.
 
 Python raises ``KeyboardInterrupt`` in whatever Python code runs when it handles the signal.
 Two places make that unreliable for a job:
@@ -9,10 +10,18 @@ Two places make that unreliable for a job:
   take the run's final status, and the run stays RUNNING.
 
 So, inside ``handling()``: the handler records the signal and raises at once, unless a store
-write is in progress (``store_write()``), in which case it raises when the write is done; and
-``engine.callbacks.InterruptCheck``, a Lightning callback, raises again at the end of the next training or
-validation batch if a recorded signal did not stop training.  SIGTERM (a killed job, a preempted
-node) raises ``Terminated``, a ``KeyboardInterrupt``: the run ends KILLED as on Ctrl-C.
+write is in progress (``store_write()``, main thread), in which case it raises when the write is
+done; and ``engine.callbacks.InterruptCheck``, a Lightning callback, raises again at the end of
+the next training or validation batch if a recorded signal did not stop training (in any thread:
+that is how a job run by a sweeper's worker thread learns of it).  SIGTERM (a killed job, a
+preempted node) raises ``Terminated``, a ``KeyboardInterrupt``: the run ends KILLED as on Ctrl-C.
+
+The outermost ``handling()`` may name a ``before_raise`` hook, run in the handler before the
+exception is raised (a multirun's main process uses it to stop its worker processes first).
+
+``watching_threads()`` records an exception that ends any other thread (``threading.excepthook``,
+which otherwise prints it and goes on): ``InterruptCheck`` raises it as ``ThreadFailed`` at the
+next batch, and the run that watched ends FAILED.
 """
 
 from __future__ import annotations
@@ -20,18 +29,28 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C."""
 
 
+class ThreadFailed(RuntimeError):
+    """An exception ended another thread of the job (its traceback is in the message)."""
+
+
 class _State:
     received: int | None = None  # the signal received while handling() is active
     raised = False  # whether its exception has been raised
-    writing = 0  # nesting depth of store_write()
+    writing = 0  # nesting depth of store_write() in the main thread
+    depth = 0  # nesting depth of handling()
+    before_raise: Callable[[int], None] | None = None
+    thread_errors: list[str] = []  # tracebacks of threads that died, while watching_threads()
+    starts: list[int] = []  # where each open watching_threads() began in thread_errors
 
 
 _state = _State()
@@ -43,6 +62,12 @@ def exception_for(signum: int) -> KeyboardInterrupt:
 
 def _raise(signum: int) -> None:
     _state.raised = True
+    hook, _state.before_raise = _state.before_raise, None  # once: a second signal raises at once
+    if hook is not None:
+        try:
+            hook(signum)
+        except Exception:  # noqa: BLE001 - the hook must never keep the signal from acting
+            traceback.print_exc()
     raise exception_for(signum)
 
 
@@ -52,27 +77,52 @@ def _on_signal(signum: int, frame) -> None:
         _raise(signum)
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 @contextlib.contextmanager
-def handling() -> Iterator[None]:
-    """Install the handlers for SIGINT and SIGTERM for the block (main thread only; elsewhere,
-    and inside an enclosing ``handling()``, a no-op), restoring the previous ones after."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is _on_signal):
+def handling(before_raise: Callable[[int], None] | None = None) -> Iterator[None]:
+    """Install the handlers for SIGINT and SIGTERM for the block (main thread only; elsewhere a
+    no-op), restoring the previous ones after.  Inside an enclosing ``handling()`` the state (a
+    signal already received) is kept, and the handlers are put back at the end (Lightning sets
+    SIGINT to ignored when it handles a Ctrl-C)."""
+    if not _main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    _state.received, _state.raised, _state.writing = None, False, 0
+    previous = {sig: signal.signal(sig, _on_signal) for sig in SIGNALS}
+    outer = _state.depth == 0
+    if outer:
+        _state.received, _state.raised, _state.writing = None, False, 0
+        _state.before_raise = before_raise
+    _state.depth += 1
     try:
         yield
     finally:
+        _state.depth -= 1
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _state.received = None
+        if outer:
+            _state.received, _state.before_raise = None, None
+
+
+def active() -> bool:
+    """Whether this process's main thread is inside ``handling()``."""
+    return _state.depth > 0
+
+
+def received() -> int | None:
+    """The signal received inside ``handling()``, acted on or not (None: none)."""
+    return _state.received
 
 
 @contextlib.contextmanager
 def store_write() -> Iterator[None]:
-    """A write that a signal must not cut in half: the signal's exception is raised after it."""
+    """A write that a signal must not cut in half: the signal's exception is raised after it
+    (main thread; in other threads, which signals never interrupt, a no-op)."""
+    if not _main_thread():
+        yield
+        return
     _state.writing += 1
     try:
         yield
@@ -84,4 +134,46 @@ def store_write() -> Iterator[None]:
 
 def pending() -> int | None:
     """The signal received and not yet acted on (None: none, or a store write is under way)."""
-    return None if _state.writing else _state.received
+    if _main_thread() and _state.writing:
+        return None
+    return _state.received
+
+
+# ---- exceptions in other threads ----------------------------------------------------------
+def _excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is not SystemExit:
+        name = args.thread.name if args.thread is not None else "?"
+        text = "".join(traceback.format_exception(args.exc_type, args.exc_value,
+                                                  args.exc_traceback))
+        _state.thread_errors.append(f"thread {name!r} died:\n{text}")
+    _previous_hook(args)
+
+
+_previous_hook = threading.excepthook
+
+
+@contextlib.contextmanager
+def watching_threads() -> Iterator[Callable[[], str | None]]:
+    """Record, for the block, every exception that ends another thread; yields a function that
+    returns the first one's traceback since the block began (None: none)."""
+    global _previous_hook
+    if not _state.starts:
+        _previous_hook = threading.excepthook
+        threading.excepthook = _excepthook
+        _state.thread_errors = []
+    errors, start = _state.thread_errors, len(_state.thread_errors)
+    _state.starts.append(start)
+    try:
+        yield lambda: errors[start] if len(errors) > start else None
+    finally:
+        _state.starts.pop()
+        if not _state.starts:
+            threading.excepthook = _previous_hook
+
+
+def thread_failure() -> str | None:
+    """The traceback of the first thread that died since the innermost ``watching_threads()``
+    began (None: none, or not watching)."""
+    if not _state.starts or len(_state.thread_errors) <= _state.starts[-1]:
+        return None
+    return _state.thread_errors[_state.starts[-1]]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
-import signal
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from initlab.tracking import interrupts
 from initlab.tracking.context import HydraContext
+from initlab.tracking.heartbeat import (DEFAULT_INTERVAL_S, TAG_HEARTBEAT, TAG_HEARTBEAT_S,
+                                        Heartbeat, exit_orphan, stamp)
 from initlab.tracking.logger import RunLogger
 from initlab.tracking.secrets import mask
 from initlab.tracking.record import (TAG_OVERRIDES, TAG_SWEEP_ID, git_commit, run_name,
@@ -51,10 +53,16 @@ class TrackedRun:
     experiment: str
     tracking_uri: str
     recorder: ExceptionRecorder = field(default_factory=ExceptionRecorder)
+    flush_every_s: float = DEFAULT_INTERVAL_S
+    loggers: list[RunLogger] = field(default_factory=list)
 
     def logger(self) -> RunLogger:
-        return RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id,
-                         experiment_name=self.experiment)
+        """The run's Lightning logger; ``tracked_run`` writes what it buffered before the run
+        ends, whatever ends it."""
+        logger = RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id,
+                           experiment_name=self.experiment, flush_every_s=self.flush_every_s)
+        self.loggers.append(logger)
+        return logger
 
     def log_artifact(self, path: Path | str, folder: str | None = None) -> None:
         if Path(path).exists():
@@ -70,17 +78,12 @@ class TrackedRun:
         return self.client.get_run(self.run_id).data.tags
 
 
-@contextlib.contextmanager
-def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
-    """Create the job's MLflow run, log its params and tags, and always end it with the status
-    that says what happened."""
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
+class MultirunStopping(KeyboardInterrupt):
+    """The multirun this job belongs to is being interrupted: the job does not start a run."""
 
-    tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
-    experiment_id = prepare_store(tracking)
-    client = MlflowClient(tracking["tracking_uri"])
-    hydra = HydraContext.current()
+
+def _run_tags(cfg: DictConfig, device: str, hydra: HydraContext,
+              parent: dict[str, Any] | None, heartbeat_s: float) -> dict[str, str]:
     tags = {
         "mlflow.runName": run_name(cfg),
         "mlflow.source.name": "train.py",
@@ -88,53 +91,110 @@ def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
         TAG_OVERRIDES: mask(" ".join(hydra.overrides)) or "(none)",
         "device": device,
         "host": platform.node(),
+        "initlab.pid": str(os.getpid()),
+        TAG_HEARTBEAT: stamp(),
+        TAG_HEARTBEAT_S: f"{heartbeat_s:g}",
         **versions(),
     }
     commit = git_commit(hydra.cwd)
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    parent = read_parent_run(hydra.sweep_dir)
     if parent is not None:
         tags["mlflow.parentRunId"] = parent["run_id"]
         tags[TAG_SWEEP_ID] = parent["sweep_id"]
     if hydra.output_dir is not None:
         tags["initlab.output_dir"] = str(hydra.output_dir)
-    run = client.create_run(experiment_id, tags=tags, run_name=tags["mlflow.runName"])
-    handle = TrackedRun(client, run.info.run_id, experiment_id, tracking["experiment"],
-                        tracking["tracking_uri"])
-    items = [Param(k, v) for k, v in run_params(cfg).items()]
-    for start in range(0, len(items), 100):
-        client.log_batch(handle.run_id, params=items[start:start + 100])
+    link = cfg.get("optuna")  # the sweeper's link to this job's trial: repair fails it too
+    if link is not None and link.get("trial") is not None and link.get("study") is not None:
+        tags["optuna.trial_number"] = str(link.get("trial"))
+        tags["optuna.study_name"] = str(link.get("study"))
+    return tags
 
-    with interrupts.handling():  # Ctrl-C / SIGTERM: KILLED, never mid-write
+
+def _watched_parent(parent: dict[str, Any] | None) -> int | None:
+    """The multirun's main process, when this job runs in one of its worker processes on the
+    same machine (joblib's loky workers): the heartbeat stops the run if it disappears."""
+    if parent is None or parent.get("host") != platform.node():
+        return None
+    pid = parent.get("pid")
+    return int(pid) if pid and int(pid) != os.getpid() and int(pid) == os.getppid() else None
+
+
+@contextlib.contextmanager
+def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
+    """Create the job's MLflow run, log its params and tags, and always end it with the status
+    that says what happened.
+
+    The signal handlers are installed before the run is created, and its creation is one store
+    write: a Ctrl-C or SIGTERM that comes meanwhile acts once the run exists, and ends it KILLED.
+    While it runs, a heartbeat stamps it, and an exception that ends another thread fails it."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
+    heartbeat_s = float(tracking.get("heartbeat_s") or DEFAULT_INTERVAL_S)
+    hydra = HydraContext.current()
+    handle: TrackedRun | None = None
+    heartbeat: Heartbeat | None = None
+    with interrupts.handling(), interrupts.watching_threads() as thread_failure:
         try:
+            with interrupts.store_write():  # never cut a schema migration in half
+                experiment_id = prepare_store(tracking)
+            client = MlflowClient(tracking["tracking_uri"])
+            parent = read_parent_run(hydra.sweep_dir)
+            if parent is not None and parent.get("stopping"):
+                raise MultirunStopping(f"multirun {parent['sweep_id']} is being interrupted")
+            tags = _run_tags(cfg, device, hydra, parent, heartbeat_s)
+            items = [Param(k, v) for k, v in run_params(cfg).items()]
+            with interrupts.store_write():  # a signal now acts once the run exists
+                run = client.create_run(experiment_id, tags=tags, run_name=tags["mlflow.runName"])
+                handle = TrackedRun(client, run.info.run_id, experiment_id, tracking["experiment"],
+                                    tracking["tracking_uri"], flush_every_s=heartbeat_s)
+                heartbeat = Heartbeat(client, handle.run_id, heartbeat_s,
+                                      parent_pid=_watched_parent(parent)).start()
+                for start in range(0, len(items), 100):
+                    client.log_batch(handle.run_id, params=items[start:start + 100])
             yield handle
+            failure = thread_failure()
+            if failure is not None:
+                raise interrupts.ThreadFailed(failure)
         except KeyboardInterrupt:
-            _end(handle, "KILLED")
+            _close(handle, heartbeat, "KILLED")
+            exit_orphan(heartbeat)
             raise
         except SystemExit as exit_:
-            if isinstance(handle.recorder.exception, KeyboardInterrupt):
-                _end(handle, "KILLED")  # Lightning turned Ctrl-C into sys.exit(1)
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                raise KeyboardInterrupt from exit_
-            _fail(handle)
+            if isinstance(handle.recorder.exception if handle else None, KeyboardInterrupt):
+                _close(handle, heartbeat, "KILLED")  # Lightning turned Ctrl-C into sys.exit(1)
+                exit_orphan(heartbeat)
+                raise handle.recorder.exception from exit_
+            _close(handle, heartbeat, "FAILED")
             raise
         except BaseException:
-            _fail(handle)
+            _close(handle, heartbeat, "FAILED")
             raise
         else:
-            _end(handle, "FINISHED")
+            _close(handle, heartbeat, "FINISHED")
 
 
-def _fail(handle: TrackedRun) -> None:
-    with contextlib.suppress(Exception):
-        handle.log_text(mask(traceback.format_exc()), "traceback.txt")
-    _end(handle, "FAILED")
-
-
-def _end(handle: TrackedRun, status: str) -> None:
-    try:
-        with interrupts.store_write():
+def _close(handle: TrackedRun | None, heartbeat: Heartbeat | None, status: str) -> None:
+    """End the run (if it was created): stop its heartbeat, write the metrics its loggers still
+    buffer, its traceback when FAILED, then its status.  A second signal meanwhile waits."""
+    if handle is None:
+        if heartbeat is not None:
+            heartbeat.stop()
+        return
+    with interrupts.store_write():
+        if heartbeat is not None:
+            heartbeat.stop()
+        for logger in handle.loggers:
+            try:
+                logger.close()
+            except Exception:  # noqa: BLE001 - the store may be gone: still try the status
+                log.exception("could not write the buffered metrics of run %s", handle.run_id)
+        if status == "FAILED":
+            with contextlib.suppress(Exception):
+                handle.log_text(mask(traceback.format_exc()), "traceback.txt")
+        try:
             handle.client.set_terminated(handle.run_id, status)
-    except Exception:  # the store itself is gone: say so, do not mask the original error
-        log.exception("could not mark MLflow run %s as %s", handle.run_id, status)
+        except Exception:  # the store itself is gone: say so, do not mask the original error
+            log.exception("could not mark MLflow run %s as %s", handle.run_id, status)

@@ -228,6 +228,7 @@ class Tracking(OpenSection):
     tracking_uri: text()
     artifact_root: text(nullable=True) = None
     experiment: text()
+    heartbeat_s: positive() = 3
 
 
 # callbacks -----------------------------------------------------------------------------------
