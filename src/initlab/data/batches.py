@@ -75,10 +75,10 @@ class IndexSampler:
             for _ in range(steps):
                 yield torch.randint(self.n, (bs * self.world_size,), generator=g)[self.rank::self.world_size]
             return
-        order = self.shard()
-        if order is None and (self.batch_size is None or self.batch_size >= self.n):
-            yield from (None for _ in range(steps))
+        if self.world_size == 1 and (self.batch_size is None or self.batch_size >= self.n):
+            yield from (None for _ in range(steps))  # the whole set: its order changes nothing
             return
+        order = self.shard()
         if order is None:
             order = torch.arange(self.n)
         bs = self.batch_size or len(order)
