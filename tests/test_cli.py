@@ -21,7 +21,7 @@ def test_multirun_records_two_comparable_child_runs(tmp_path, store):
     children = [r for r in runs if r not in parents]
     assert len(parents) == 1 and len(children) == 2
     assert sorted(r.info.run_name for r in children) == [
-        "he-mlp-digits-seed0", "xavier-mlp-digits-seed0"]
+        "he-seed0-mlp-digits", "xavier-seed0-mlp-digits"]
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     for run in children:
@@ -32,6 +32,7 @@ def test_multirun_records_two_comparable_child_runs(tmp_path, store):
         assert run.data.params["model.hidden"] == "[32, 32]"
         assert 0.3 < run.data.metrics["test/acc"] <= 1.0
     assert "MLflow run" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    assert "Compare them: mlflow ui --backend-store-uri" in proc.stdout  # the sweep's view
 
 
 def test_ddp_on_cpu_records_one_run_in_a_single_run_and_in_a_multirun(tmp_path, store):
@@ -99,8 +100,8 @@ def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
     run_cli(tmp_path, store, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             "seed=0,1", *FAST)
     runs = [r for r in all_runs(store) if r.data.tags.get("initlab.kind") != "sweep"]
-    assert sorted(r.info.run_name for r in runs) == ["xavier-mlp-digits-seed0",
-                                                     "xavier-mlp-digits-seed1"]
+    assert sorted(r.info.run_name for r in runs) == ["xavier-seed0-mlp-digits",
+                                                     "xavier-seed1-mlp-digits"]
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 

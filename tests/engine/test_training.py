@@ -32,7 +32,7 @@ def test_a_run_records_params_metrics_and_artifacts(make_cfg, store):
     metrics = train(make_cfg("init=he", "init.scale=2", *FAST))
     (run,) = all_runs(store)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "he-x2-mlp-digits-seed0"
+    assert run.info.run_name == "he-x2-seed0-mlp-digits"
     params = run.data.params
     assert params["init.name"] == "he" and params["init.scale"] == "2"
     assert params["model.hidden"] == "[32, 32]" and params["optimizer.lr"] == "0.01"

@@ -33,7 +33,7 @@ def test_tracked_run_lands_in_postgres(postgres_server, pg_run):
     assert len(runs) == 1, runs
     run_id, status, name, stage, artifact_uri = runs[0]
     assert (status, stage) == ("FINISHED", "active")
-    assert name.endswith("-seed0")
+    assert "-seed0-" in name
     params = dict(pg.query(MLFLOW_DB, "SELECT key, value FROM params WHERE run_uuid = %s",
                            (run_id,)))
     assert params["dataset.name"] == "digits" and params["model.hidden"] == "[32, 32]"

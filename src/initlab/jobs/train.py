@@ -25,6 +25,7 @@ from initlab.report.curves import metric_history, plot_curves
 from initlab.tracking import interrupts
 from initlab.tracking.artifacts import record_job
 from initlab.tracking.context import HydraContext
+from initlab.tracking.links import describe, open_hint, run_note, run_url
 from initlab.tracking.record import TAG_RESUMED_FROM, run_name
 from initlab.tracking.run import TrackedRun, tracked_run
 from initlab.tracking.secrets import mask
@@ -77,16 +78,19 @@ def summarize(cfg: DictConfig, metrics: dict[str, float], run: TrackedRun | None
     lines = [f"{run_name(cfg)}: test accuracy {acc:.4f}, test loss {loss:.4f}"
              + ("  [DIVERGED]" if metrics.get("diverged") else "")]
     if run is not None:
-        uri = mask(run.tracking_uri)
         lines += [
             f"MLflow run {run.run_id} in experiment '{run.experiment}' (id {run.experiment_id}), "
-            f"store {uri}",
-            f"Open it: mlflow ui --backend-store-uri {uri}  ->  "
-            f"http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}",
+            f"store {mask(run.tracking_uri)}",
+            open_hint(run.tracking_uri, run_url(run.tracking_uri, run.experiment_id, run.run_id)),
         ]
     text = "\n".join(lines)
     log.info(text)
     print(text, flush=True)
+    if run is not None:  # the run page's description: the headline metrics, objective first
+        try:
+            describe(run.client, run.run_id, run_note(metrics, cfg.get("optimized_metric")))
+        except Exception as err:  # noqa: BLE001 - the record is complete without it
+            log.debug("no description for run %s: %s", run.run_id, err)
 
 
 def objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:

@@ -64,8 +64,10 @@ def prepare_store(tracking: Mapping[str, Any]) -> str:
     with lock:
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            return client.create_experiment(name, artifact_location=artifact_location(tracking, name))
+        if experiment is None:  # tagged a "Model training" experiment (docs/tracking.md)
+            return client.create_experiment(
+                name, artifact_location=artifact_location(tracking, name),
+                tags={"mlflow.experimentKind": "custom_model_development"})
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
