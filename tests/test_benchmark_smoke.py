@@ -8,19 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 ROWS = [
     "platform (tracking on)", "platform (tracking=none, no diag)", "bare loop (tensor slices)",
     "bare loop, Adam defaults", "S3 loop (DataLoader+ToTensor)", "job: train(cfg), tracking on", "Cost growth",
     "5-layer 512 net", "S4 circles", "platform (tracking on), fit", "bare loop", "GPU",
-    "start-up (process start to first training step)", "of which importing torch",
-    "first run on a new store", "peak RSS", "Targets (issue 5)",
-    "platform / bare", "S3 / platform", "tracking+diagnostics / neither (epoch)",
-    "circles: platform / bare",
+    "start-up (process start to first training step)", "bare imports of torch, Lightning",
+    "first run on a new store", "peak RSS", "Targets (issue 10)", "Lightning floor (minimal module)",
+    "platform / bare", "Lightning floor / bare", "platform / Lightning floor", "S3 / platform",
+    "tracking+diagnostics / neither (epoch)", "circles: platform / bare", "start-up / bare imports",
 ]
 
 
+@pytest.mark.slow  # about 45 s on 2 cores
 def test_quick_benchmark_prints_the_whole_table(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "PYTHONUNBUFFERED": "1"}
