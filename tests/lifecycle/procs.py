@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from initlab.tracking.sweep import alive
 from conftest import FAST, ROOT, default_sigint
 
 HERE = Path(__file__).resolve().parent
@@ -104,19 +105,6 @@ class Child:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
         self._out.close()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rfind(")") + 2:].split()[0] != "Z"
-    return True
 
 
 def wait_gone(pids, timeout: float = 30) -> list[int]:
