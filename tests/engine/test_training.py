@@ -29,7 +29,7 @@ def test_same_config_and_seed_give_identical_metrics(make_cfg):
 
 
 def test_a_run_records_params_metrics_and_artifacts(make_cfg, store):
-    metrics = train(make_cfg("init=he", "init.scale=2", *FAST))
+    metrics = train(make_cfg("init=he", "init.scale=2", *FAST, "trainer.log_every_n_steps=10"))
     (run,) = all_runs(store)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "he-x2-seed0-mlp-digits"
