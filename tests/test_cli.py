@@ -35,6 +35,7 @@ def test_multirun_records_two_comparable_child_runs(tmp_path, store):
     assert "Compare them: mlflow ui --backend-store-uri" in proc.stdout  # the sweep's view
 
 
+@pytest.mark.slow  # spawns several train.py processes
 def test_ddp_on_cpu_records_one_run_in_a_single_run_and_in_a_multirun(tmp_path, store):
     run_cli(tmp_path, store, "trainer=ddp_cpu", *FAST)
     run_cli(tmp_path, store, "-m", "trainer=ddp_cpu", "seed=0,1", *FAST)
@@ -95,6 +96,7 @@ def test_bad_input_stops_before_training_and_loses_nothing(tmp_path, store, args
     assert [r.info.status for r in all_runs(store)] == ["FINISHED"]
 
 
+@pytest.mark.slow  # spawns several train.py processes
 def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
     """joblib starts the jobs together: the store and experiment must already exist."""
     run_cli(tmp_path, store, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -105,6 +107,7 @@ def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
+@pytest.mark.slow  # spawns several train.py processes
 def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(tmp_path, store):
     """Two CPU processes (gloo): each rank sees its own share of every epoch, sized as a
     DistributedSampler would make it, and together they see every training sample; and no

@@ -158,6 +158,7 @@ def test_search_end_to_end(tmp_path: Path) -> None:
 
 
 # ---- resume and extend -----------------------------------------------------------------------
+@pytest.mark.slow  # a whole search of several trials
 def test_interrupted_study_resumes_to_exactly_n_trials_and_extends(tmp_path: Path) -> None:
     write_search(tmp_path, epochs=3)
     proc = subprocess.Popen(command(tmp_path, "hydra.sweeper.n_trials=4"), cwd=tmp_path,
@@ -217,6 +218,7 @@ def test_pruner_prunes_a_trial_reporting_a_poor_metric(tmp_path: Path) -> None:
 
 
 # ---- failures --------------------------------------------------------------------------------
+@pytest.mark.slow  # a whole search of several trials
 def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path: Path) -> None:
     (tmp_path / "boom.py").write_text(textwrap.dedent("""\
         import lightning.pytorch as L
@@ -250,6 +252,7 @@ def test_failing_and_diverging_trials_do_not_stop_the_study(tmp_path: Path) -> N
 
 
 # ---- several processes on one storage --------------------------------------------------------
+@pytest.mark.slow  # a whole search of several trials
 def test_two_workers_on_one_storage_run_exactly_n_trials(tmp_path: Path) -> None:
     write_search(tmp_path)
     procs = [subprocess.Popen(command(tmp_path, "hydra.sweeper.n_trials=5", sweep=f"w{i}"),
@@ -265,6 +268,7 @@ def test_two_workers_on_one_storage_run_exactly_n_trials(tmp_path: Path) -> None
     assert len(child_runs(tmp_path)) == 5
 
 
+@pytest.mark.slow  # a whole search of several trials
 def test_parallel_jobs_through_joblib(tmp_path: Path) -> None:
     write_search(tmp_path)
     run(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
@@ -307,6 +311,7 @@ def test_bad_search_spaces_fail_before_the_first_trial(tmp_path: Path) -> None:
             assert not child_runs(folder), case
 
 
+@pytest.mark.slow  # a whole search of several trials
 def test_ctrl_c_marks_running_trials_interrupted_and_requeues_them(tmp_path: Path) -> None:
     write_search(tmp_path, epochs=30)  # long trials: Ctrl-C lands inside one
     proc = subprocess.Popen(command(tmp_path, "hydra.sweeper.n_trials=2"), cwd=tmp_path,

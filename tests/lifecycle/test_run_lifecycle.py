@@ -81,6 +81,7 @@ def test_an_exception_in_a_thread_fails_the_run_and_the_process(child):
 
 
 # ---- multiruns --------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_a_signal_to_a_basic_multirun_ends_parent_and_job_killed(child, sig):
     job = child("-m", "seed=0,1,2", *FOREVER)
@@ -146,12 +147,14 @@ def multirun_thread_failure(tmp_path_factory):
         job.close()
 
 
+@pytest.mark.slow
 def test_an_exception_in_a_thread_of_the_multirun_fails_its_parent(multirun_thread_failure):
     _, runs, out = multirun_thread_failure
     assert runs == {"parent": ["FAILED"], "children": ["FINISHED"]}, out[-3000:]
     assert "faulty-sweep-helper" in out and "parent run ended FAILED" in out
 
 
+@pytest.mark.slow
 def test_an_exception_in_a_thread_of_the_multirun_exits_non_zero(multirun_thread_failure):
     code, _, _ = multirun_thread_failure
     assert code != 0
