@@ -32,6 +32,7 @@ def test_one_case_logs_figures_and_statistics(make_cfg):
         run.data.metrics["diag/layer3/preact_var_pred"], rel=0.2)
 
 
+@pytest.mark.slow  # six train.py jobs
 def test_preset_multirun_draws_the_six_cases(tmp_path: Path, store: str):
     run_cli(tmp_path, store, "-m", "experiment=s1_histograms")
     client = MlflowClient(store)
