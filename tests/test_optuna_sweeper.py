@@ -120,6 +120,7 @@ def child_runs(tmp: Path) -> list:
 
 
 # ---- a search end to end ---------------------------------------------------------------------
+@pytest.mark.slow  # a whole search
 def test_search_end_to_end(tmp_path: Path) -> None:
     write_search(tmp_path)
     proc = run(tmp_path, "hydra.sweeper.plots=true")

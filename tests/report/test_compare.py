@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from initlab.inits.labels import init_label
@@ -22,6 +23,7 @@ def test_init_labels():
         "xavier(distribution=normal) x2"
 
 
+@pytest.mark.slow  # a multirun, then compare
 def test_compare_a_multirun_draws_every_figure_and_the_table(tmp_path: Path, store: str):
     # Two inits x two seeds on S4's 2-D circles (so decision boundaries apply), a few steps.
     run_cli(tmp_path, store, "-m", "dataset=circles", "model=mlp_s4", "init=he,random",
