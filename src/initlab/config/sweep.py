@@ -60,6 +60,16 @@ def _compose(config: DictConfig, overrides: list[str], label: str) -> DictConfig
         raise ConfigError(f"{label} cannot be composed: {_reason(err)}") from None
 
 
+def _check_job(config: DictConfig, overrides: list[str], label: str, check: Any) -> None:
+    """Compose one job of the sweep and ``check`` it; a refusal names the job."""
+    cfg = _compose(config, overrides, label)
+    try:
+        check(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"in {label}: {err}", key=err.key, value=err.value,
+                          allowed=err.allowed) from None
+
+
 def check_sweep(config: DictConfig) -> None:
     sweeper = config.hydra.sweeper
     task = [str(o) for o in config.hydra.overrides.task]
@@ -105,12 +115,7 @@ def check_basic_sweep(config: DictConfig, task: list[str]) -> None:
     for number, job in enumerate(jobs):
         varying = " ".join(o for o in job if _key_of(o) in swept)
         label = f"job {number} of {len(jobs)}" + (f" ({varying})" if varying else "")
-        cfg = _compose(config, job, label)
-        try:
-            validate(cfg)
-        except ConfigError as err:
-            raise ConfigError(f"in {label}: {err}", key=err.key, value=err.value,
-                              allowed=err.allowed) from None
+        _check_job(config, job, label, validate)
 
 
 # ---- the Optuna search ---------------------------------------------------------------------
@@ -188,9 +193,4 @@ def check_search(config: DictConfig, task: list[str]) -> None:
         overrides = [f"{k}={v}" for k, v in probe.items()] + list(space.fixed.values())
         label = "a trial" + (f" with {' '.join(f'{k}={v}' for k, v in probe.items())}"
                              if probe else "")
-        cfg = _compose(config, overrides, label)
-        try:
-            check_trial_config(cfg)
-        except ConfigError as err:
-            raise ConfigError(f"in {label}: {err}", key=err.key, value=err.value,
-                              allowed=err.allowed) from None
+        _check_job(config, overrides, label, check_trial_config)
