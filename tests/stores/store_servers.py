@@ -24,13 +24,11 @@ import pwd
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, run_cli
+from servers import stop_group, wait_healthy
 
 # Distinctive, and new each session: it cannot be in any file unless this session wrote it.
 PASSWORD = f"Pw-{secrets.token_hex(4)}-NOT-IN-ANY-FILE"
@@ -258,29 +257,10 @@ def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
         proc = subprocess.Popen(cmd, cwd=base, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own group: uvicorn and workers
     try:
-        deadline = time.monotonic() + 180  # a loaded 2-core machine is slow to import MLflow
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({proc.returncode}):\n"
-                                   f"{server.log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), \
-                    urllib.request.urlopen(f"{server.url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer /health within 180 s:\n"
-                                   f"{server.log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_healthy(server.url, proc, server.log, "mlflow server")
         yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
 
 
 # ---- jobs into PostgreSQL, shared by test_postgres and test_no_secret_written -----------------

@@ -12,16 +12,14 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from servers import stop_group, wait_healthy
 from conftest import FAST, run_cli
 from mlflow.tracking import MlflowClient
 
@@ -110,15 +108,7 @@ def recorded(tmp_path_factory, browser) -> Recorded:
         search = run_cli(base / "search-job", store, "-m", "hparams_search=init_scale", *FAST,
                          "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1")
         ui = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(OSError), \
-                    urllib.request.urlopen(f"{ui}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow ui did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_healthy(ui, server, log, "mlflow ui")
 
         def here(link: str) -> str:
             assert link.startswith("http://127.0.0.1:5000/#/"), link
@@ -130,13 +120,7 @@ def recorded(tmp_path_factory, browser) -> Recorded:
                        here(_link(multirun.stdout, "Compare them")),
                        here(_link(search.stdout, "Compare them")), shots)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=15)
+        stop_group(server, grace=15)
 
 
 def _jobs(store: str, link: str) -> list:
