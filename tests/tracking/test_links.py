@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from initlab.tracking import links
+from initlab.tracking import links, views
 from initlab.tracking.record import SWEPT_KEYS_FILE, read_swept_keys, run_name, run_params
 from initlab.tracking.store import prepare_store
 
@@ -100,7 +100,7 @@ def test_a_sweep_link_opens_its_view_or_else_the_filtered_runs():
 
 
 def test_the_sweep_view_shows_its_jobs_sorted_by_the_objective_first():
-    state = links.sweep_view_state("p1", "val/acc", True, ["init.name", "init.scale"], runs=30)
+    state = views.sweep_view_state("p1", "val/acc", True, ["init.name", "init.scale"], runs=30)
     assert state["searchFilter"] == "tags.`mlflow.parentRunId` = 'p1'"
     assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val/acc`", False)
     assert state["columnOrder"][:3] == ["params.`init.name`", "params.`init.scale`",
@@ -111,7 +111,7 @@ def test_the_sweep_view_shows_its_jobs_sorted_by_the_objective_first():
         == ("BAR", "val/acc", 30)
     assert state["compareRunSections"][0]["name"] == "val/acc (higher is better)"
     assert state["runsHiddenMode"] == "SHOW_ALL"
-    loss = links.sweep_view_state("p1", "val/loss", False, ["init.name"])
+    loss = views.sweep_view_state("p1", "val/loss", False, ["init.name"])
     assert loss["orderByAsc"] is True and "lower is better" in loss["compareRunSections"][0]["name"]
 
 
@@ -142,20 +142,20 @@ def test_store_tags_experiments_and_keeps_the_newest_sweep_views_listed(tmp_path
     assert client.get_experiment(experiment_id).tags[links.EXPERIMENT_KIND_TAG] \
         == "custom_model_development"
     for parent in ("p1", "p2", "p3"):
-        state = links.sweep_view_state(parent, "val/acc", True, ["init.name"])
-        key = links.save_sweep_view(client, experiment_id, parent, f"sweep {parent}", state)
+        state = views.sweep_view_state(parent, "val/acc", True, ["init.name"])
+        key = views.save_sweep_view(client, experiment_id, parent, f"sweep {parent}", state)
         assert key == f"initlab-sweep-{parent}"
-    links._unlist_old_views(client, experiment_id, keep=2)
+    views._unlist_old_views(client, experiment_id, keep=2)
     tags = client.get_experiment(experiment_id).tags
-    views = {k.rsplit("-", 1)[1]: json.loads(v) for k, v in tags.items()
-             if k.startswith(links.VIEW_TAG)}
-    assert sorted(views) == ["p1", "p2", "p3"]
-    listed = sorted(p for p, v in views.items() if "name" in v)
+    saved = {k.rsplit("-", 1)[1]: json.loads(v) for k, v in tags.items()
+             if k.startswith(views.VIEW_TAG)}
+    assert sorted(saved) == ["p1", "p2", "p3"]
+    listed = sorted(p for p, v in saved.items() if "name" in v)
     assert len(listed) == 2
-    for parent, view in views.items():  # listed or not, each still opens its sweep
+    for parent, view in saved.items():  # listed or not, each still opens its sweep
         assert view["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent}'"
         assert view["selectedColumns"] and view["compareRunCharts"]
-    listed_view = views[listed[0]]
+    listed_view = saved[listed[0]]
     assert json.loads(listed_view["state"])["searchFilter"] == listed_view["searchFilter"]
 
 
