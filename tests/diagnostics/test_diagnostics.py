@@ -143,12 +143,12 @@ def test_float64_run_records_backward_jacobian_and_initial_weights(make_cfg, tmp
     names = {a.path for a in client.list_artifacts(run.info.run_id, "diagnostics")}
     assert {"diagnostics/backward.png", "diagnostics/jacobian_spectrum.png",
             f"diagnostics/jacobian_spectrum_step{steps[-1]}.png"} <= names
-    model = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert model == {"model/initial_weights.safetensors", "model/final_weights.safetensors"}
+    model = {a.path for a in client.list_artifacts(run.info.run_id, "weights")}
+    assert model == {"weights/initial_weights.safetensors", "weights/final_weights.safetensors"}
     initial = load_weights(client.download_artifacts(
-        run.info.run_id, "model/initial_weights.safetensors", str(tmp_path)))
+        run.info.run_id, "weights/initial_weights.safetensors", str(tmp_path)))
     final = load_weights(client.download_artifacts(
-        run.info.run_id, "model/final_weights.safetensors", str(tmp_path)))
+        run.info.run_id, "weights/final_weights.safetensors", str(tmp_path)))
     fresh = prepare(cfg).module.model.state_dict()  # same seed: the same initial network
     assert set(initial) == set(fresh) == set(final)
     for key, value in initial.items():

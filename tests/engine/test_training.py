@@ -46,9 +46,9 @@ def test_a_run_records_params_metrics_and_artifacts(make_cfg, store):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2, key  # per epoch
     assert client.get_metric_history(run.info.run_id, "train/loss_step")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "curves.png", "overrides.txt", "model"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {
-        "model/initial_weights.safetensors", "model/final_weights.safetensors"}
+    assert {"config.yaml", "curves.png", "overrides.txt", "weights"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "weights")} == {
+        "weights/initial_weights.safetensors", "weights/final_weights.safetensors"}
     tags = run.data.tags
     assert tags["device"].startswith("cpu") and tags["versions.torch"]
 

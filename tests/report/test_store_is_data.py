@@ -63,17 +63,19 @@ def plant_run(client: MlflowClient, experiment_id: str, tmp: Path, marker: Path,
         client.log_param(run_id, key, value)
     client.log_metric(run_id, "test/acc", 0.5)
     files = tmp / run_id
-    (files / "model").mkdir(parents=True)
+    (files / "model").mkdir(parents=True)     # an old run's pickle lived in model/
+    (files / "weights").mkdir(parents=True)
     (files / "config.yaml").write_text(hostile_config(marker))
     if pickle_weights:
         torch.save({"config": {"model": {"_target_": "os.system"}}, "state_dict": Payload(
             touch_code(marker))}, files / "model" / "final_weights.pt")
     if safetensors:
         torch.manual_seed(0)
-        save_weights(MLP(2, 1, [10, 5]), files / "model" / "final_weights.safetensors")
+        save_weights(MLP(2, 1, [10, 5]), files / "weights" / "final_weights.safetensors")
     client.log_artifact(run_id, str(files / "config.yaml"))
-    for path in (files / "model").iterdir():
-        client.log_artifact(run_id, str(path), "model")
+    for folder in ("model", "weights"):
+        for path in (files / folder).iterdir():
+            client.log_artifact(run_id, str(path), folder)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -152,8 +154,8 @@ def test_a_trained_run_gets_its_decision_boundaries(tmp_path: Path, store: str, 
     client = MlflowClient(store)
     (run,) = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
               if r.data.tags.get("initlab.kind") is None]
-    assert "model/final_weights.safetensors" in {
-        a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert "weights/final_weights.safetensors" in {
+        a.path for a in client.list_artifacts(run.info.run_id, "weights")}
     made = main(["--runs", run.info.run_id, "--tracking-uri", store, "--out",
                  str(tmp_path / "cmp"), "--no-log"])
     assert made["boundaries"].stat().st_size > 1000

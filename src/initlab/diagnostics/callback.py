@@ -15,7 +15,7 @@ On a fixed probe batch of training inputs:
   E[(dl/dh)^2], Var(dL/dW) and chi_1 beside their mean-field predictions, at init and with the
   training-time statistics; the input-output Jacobian's singular values at init and every
   ``jacobian_every_n_steps`` steps (``diag/jacobian/<stat>``), with histogram figures;
-* **initial weights**: ``model/initial_weights.safetensors`` before the first step;
+* **initial weights**: ``weights/initial_weights.safetensors`` before the first step;
 * **signal check**: the last/first hidden layer activation std ratio; below ``vanishing_below``
   or above ``exploding_above`` (at init or after the first epoch) the run is tagged
   ``initlab.diag.signal`` = vanishing / exploding and a WARNING is logged.
@@ -54,7 +54,7 @@ TAG_SIGNAL = "initlab.diag.signal"
 TAG_RATIO = "initlab.diag.signal_ratio"
 BACKWARD_FILE = "backward.png"
 SPECTRUM_FILE = "jacobian_spectrum.png"  # at init; jacobian_spectrum_step<N>.png at the last
-INITIAL_WEIGHTS = "initial_weights.safetensors"  # in the run's model/, beside final_weights
+INITIAL_WEIGHTS = "initial_weights.safetensors"  # in the run's weights/, beside final_weights
 
 
 class InitDiagnostics(Callback):
@@ -141,7 +141,7 @@ class InitDiagnostics(Callback):
         if logger is not None and self.initial_weights:
             with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
                 path = save_weights(net, Path(tmp) / INITIAL_WEIGHTS)
-                logger.experiment.log_artifact(logger.run_id, str(path), "model")
+                logger.experiment.log_artifact(logger.run_id, str(path), "weights")
         loss_fn = probe_loss(pl_module, self._probe[1])
         m = measure(net, self._probe[0], threshold=self.threshold, loss_fn=loss_fn,
                     layers=self._layers)

@@ -126,11 +126,10 @@ def load_run_weights(client, run_id: str) -> dict | None:
 
     A run that only has the pickled ``model/final_weights.pt`` of older versions is skipped
     with a warning: unpickling a file from a store can run any code its author chose."""
-    from initlab.tracking.artifacts import WEIGHTS_ARTIFACT, load_weights
+    from initlab.tracking.artifacts import WEIGHTS_ARTIFACT, WEIGHTS_DIR, load_weights
 
-    found = _artifact_paths(client, run_id, "model")
-    if WEIGHTS_ARTIFACT not in found:
-        if PICKLED_WEIGHTS in found:
+    if WEIGHTS_ARTIFACT not in _artifact_paths(client, run_id, WEIGHTS_DIR):
+        if PICKLED_WEIGHTS in _artifact_paths(client, run_id, "model"):
             log.warning("compare: run %s has only %s (a pickle from an older version); "
                         "skipped for decision boundaries, the file is never unpickled",
                         run_id, PICKLED_WEIGHTS)
