@@ -90,7 +90,7 @@ def platform_overrides(w: Workload, store: Path | None, model: str | None = None
            "optimizer.lr=0.001", "+callbacks.bench_clock._target_=clocks.EpochClock", *w.extra]
     out += [f"model={model}"] if model else [f"model.hidden=[{hidden}]"]
     if store is None:
-        out.append("tracking=none")
+        out += ["tracking=none", "logger=none"]  # the loop alone: no CSV either
     else:
         out += [f"tracking.tracking_uri=sqlite:///{store}/mlflow.db",
                 f"tracking.artifact_root={store}/artifacts"]
@@ -297,7 +297,7 @@ def circles_overrides(store: Path | None, steps: int, epochs: int) -> list[str]:
            f"trainer.max_epochs={epochs}", f"dataset.steps_per_epoch={steps // epochs}",
            "init=he", "+callbacks.bench_clock._target_=clocks.EpochClock"]
     if store is None:
-        return out + ["tracking=none"]
+        return out + ["tracking=none", "logger=none"]
     return out + [f"tracking.tracking_uri=sqlite:///{store}/mlflow.db",
                   f"tracking.artifact_root={store}/artifacts"]
 

@@ -26,6 +26,7 @@ from initlab.tracking import interrupts
 from initlab.tracking.artifacts import record_job
 from initlab.tracking.context import HydraContext
 from initlab.tracking.links import describe, open_hint, run_note, run_url
+from initlab.tracking.loggers import local_logs
 from initlab.tracking.record import TAG_RESUMED_FROM, run_name
 from initlab.tracking.run import TrackedRun, tracked_run
 from initlab.tracking.secrets import mask
@@ -53,10 +54,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     job = prepare(cfg)
     hydra = HydraContext.current()
     out = hydra.output_dir or Path(tempfile.mkdtemp(prefix="initlab-"))
-    if not tracking:
+    if not tracking:  # no MLflow run: the metrics go to the output dir (tracking.loggers)
         with interrupts.handling():
-            metrics = fit_and_test(make_trainer(cfg, out, None), job, ckpt)
-        summarize(cfg, metrics, None)
+            trainer = make_trainer(cfg, out, None)
+            try:
+                metrics = fit_and_test(trainer, job, ckpt)
+            except SystemExit as exit_:  # Lightning turns a Ctrl-C into sys.exit(1)
+                if interrupts.received() is None:
+                    raise
+                raise interrupts.exception_for(interrupts.received()) from exit_
+        summarize(cfg, metrics, None, local_logs(trainer.loggers))
         return metrics
     with tracked_run(cfg, device_of(cfg)) as run:
         if ckpt:
@@ -65,18 +72,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if not ckpt:  # the weights as drawn: effective sigma_w2 / sigma_b2 per layer, step 0
             trainer.logger.log_metrics(init_metrics(job.module.model), step=0)
         metrics = fit_and_test(trainer, job, ckpt)
-        record_job(run, cfg, job.module.model, out, checkpoint_files(trainer))
+        record_job(run, cfg, job.module.model, out, checkpoint_files(trainer), job.datamodule)
         history = metric_history(run.client, run.run_id, CURVE_METRICS)
         if history:
-            run.log_artifact(plot_curves(history, run_name(cfg), out / "curves.png"))
-    summarize(cfg, metrics, run)
+            run.log_artifact(plot_curves(history, run_name(cfg), out / "curves.png",
+                                         cfg.dataset.get("num_classes")))
+    summarize(cfg, metrics, run, local_logs(trainer.loggers))
     return metrics
 
 
-def summarize(cfg: DictConfig, metrics: dict[str, float], run: TrackedRun | None) -> None:
+def summarize(cfg: DictConfig, metrics: dict[str, float], run: TrackedRun | None,
+              files: list[str] = ()) -> None:
+    """The job's final print: the test result, where the MLflow run is, and ``files``, the
+    metric files written into the output dir (CSV, TensorBoard)."""
     acc, loss = metrics.get("test/acc", float("nan")), metrics.get("test/loss", float("nan"))
     lines = [f"{run_name(cfg)}: test accuracy {acc:.4f}, test loss {loss:.4f}"
              + ("  [DIVERGED]" if metrics.get("diverged") else "")]
+    lines += [f"metrics: {place}" for place in files]
     if run is not None:
         lines += [
             f"MLflow run {run.run_id} in experiment '{run.experiment}' (id {run.experiment_id}), "

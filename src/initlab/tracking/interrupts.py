@@ -22,6 +22,10 @@ exception is raised (a multirun's main process uses it to stop its worker proces
 ``watching_threads()`` records an exception that ends any other thread (``threading.excepthook``,
 which otherwise prints it and goes on): ``InterruptCheck`` raises it as ``ThreadFailed`` at the
 next batch, and the run that watched ends FAILED.
+
+``note_kept()`` records what an interrupted job keeps (run, epochs, last checkpoint; the engine's
+``InterruptNote`` calls it), and ``interrupted_message()`` turns it into the one line ``train.py``
+prints instead of a traceback, exiting with ``exit_code()`` (130, SIGTERM 143).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -51,6 +56,7 @@ class _State:
     before_raise: Callable[[int], None] | None = None
     thread_errors: list[str] = []  # tracebacks of threads that died, while watching_threads()
     starts: list[int] = []  # where each open watching_threads() began in thread_errors
+    exiting: KeyboardInterrupt | None = None  # the interrupt the process exits with
 
 
 _state = _State()
@@ -177,3 +183,67 @@ def thread_failure() -> str | None:
     if not _state.starts or len(_state.thread_errors) <= _state.starts[-1]:
         return None
     return _state.thread_errors[_state.starts[-1]]
+
+
+# ---- what an interrupted job kept, in one line ------------------------------------------------
+@dataclass
+class Kept:
+    """What a job interrupted by a signal leaves behind (noted by the engine when it stops)."""
+
+    run_id: str | None = None  # its MLflow run (ended KILLED by ``tracked_run``), if tracked
+    epochs: int = 0  # epochs completed: their metrics are kept
+    steps: int = 0  # optimizer steps taken
+    checkpoint: str | None = None  # the last checkpoint file written
+    files: list[str] = field(default_factory=list)  # metric files in the output dir (CSV...)
+    job: str = ""  # the job's overrides, in a multirun
+
+
+_kept: list[Kept] = []
+
+
+def note_kept(kept: Kept) -> None:
+    """Record what an interrupted job of this process kept (read by ``interrupted_message``)."""
+    _kept.append(kept)
+
+
+def kept_notes() -> list[Kept]:
+    return list(_kept)
+
+
+def exiting(exc: KeyboardInterrupt) -> None:
+    """The process exits because of ``exc``, caught by the entry point (which prints one line
+    instead of a traceback): what an uncaught exception's ``sys.excepthook`` would have told the
+    ``atexit`` handlers (a multirun's parent run then ends KILLED, not FAILED)."""
+    _state.exiting = exc
+
+
+def exiting_interrupted() -> bool:
+    return _state.exiting is not None
+
+
+def exit_code(exc: BaseException) -> int:
+    """The shell's code for the signal that ended the process: 143 (SIGTERM), 130 (SIGINT)."""
+    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+
+
+def _describe(kept: Kept) -> str:
+    where = f"run {kept.run_id} ended KILLED" if kept.run_id else "no MLflow run (tracking off)"
+    metrics = (f"{kept.epochs} epoch{'s' if kept.epochs != 1 else ''} ({kept.steps} steps) of "
+               "metrics" + (f" ({', '.join(kept.files)})" if kept.files else ""))
+    ckpt = f"last checkpoint {kept.checkpoint}" if kept.checkpoint else "no checkpoint"
+    return f"{where}; kept: {metrics}, {ckpt}"
+
+
+def interrupted_message(exc: BaseException, multirun: bool = False) -> str:
+    """One line for the console: which signal, which run ended KILLED, what was kept."""
+    head = f"Interrupted ({'SIGTERM' if isinstance(exc, Terminated) else 'Ctrl-C'}): "
+    notes = kept_notes()
+    if not multirun:
+        return head + (_describe(notes[-1]) if notes
+                       else "stopped before training began; no metrics or checkpoint kept")
+    if notes:  # the job ran in this process (the basic launcher)
+        job = f" [{notes[-1].job}]" if notes[-1].job else ""
+        return (head + f"multirun stopped, no further job started; the job in progress{job}: "
+                + _describe(notes[-1]))
+    return (head + "multirun stopped, no further job started; the jobs in progress (worker "
+            "processes) ended their runs KILLED; finished jobs are kept")

@@ -35,7 +35,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 # Not hyperparameters: where the run is recorded, the sweeper's handle on its trial (the run's
 # ``optuna.*`` tags say which trial), and console settings.  Keys, or prefixes ending in a dot.
-NOISE_PARAMS = ("tracking.", "optuna.", "callbacks.optuna_pruning.trial.", "progress_refresh_rate",
+NOISE_PARAMS = ("tracking.", "logger.", "optuna.", "callbacks.optuna_pruning.trial.", "progress_refresh_rate",
                 "trainer.enable_progress_bar", "trainer.enable_model_summary")
 
 

@@ -269,7 +269,7 @@ class SweepParentRun(Callback):
 
     def _at_exit(self) -> None:
         """The process exits before the multirun reached its end."""
-        interrupted = self._signal is not None or (
+        interrupted = self._signal is not None or interrupts.exiting_interrupted() or (
             self._uncaught is not None and issubclass(self._uncaught, KeyboardInterrupt))
         self._finish("KILLED" if interrupted else "FAILED")
 
