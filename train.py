@@ -13,7 +13,7 @@ def main(cfg: DictConfig) -> float | None:
     # callers that do not go through this entry point.
     from initlab.config import refuse
     from initlab.errors import ConfigError
-    from initlab.jobs import objective, train
+    from initlab.jobs import objective, train_seeds
 
     try:
         if cfg.task == "propagation":  # S1's forward-only study (no training)
@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> float | None:
 
             metrics = run_propagation(cfg)
         else:
-            metrics = train(cfg)
+            metrics = train_seeds(cfg)  # objective_seeds: 1 = train(cfg)
     except ConfigError as err:
         # Bad input found with the data (a data set not available offline): one paragraph on
         # stderr, exit code 2, no traceback, and (in a multirun) no further jobs.
@@ -40,9 +40,23 @@ def _composition_error(exit_: SystemExit) -> bool:
     return exit_.code == 1 and isinstance(cause, refused)
 
 
+def _interrupted(interrupt: KeyboardInterrupt) -> None:
+    """Ctrl-C or SIGTERM: the runs were ended KILLED on the way out; one line on stderr saying
+    what was kept instead of a traceback, and the shell's exit code (130, SIGTERM 143)."""
+    from initlab.tracking.interrupts import exit_code, exiting, interrupted_message
+
+    exiting(interrupt)  # a multirun's parent run ends KILLED (tracking.sweep, at exit)
+    multirun = any(a in ("-m", "--multirun") or a.startswith("hydra.mode=MULTIRUN")
+                   for a in sys.argv[1:])
+    print(interrupted_message(interrupt, multirun=multirun), file=sys.stderr, flush=True)
+    sys.exit(exit_code(interrupt))
+
+
 if __name__ == "__main__":
     try:
         main()
+    except KeyboardInterrupt as interrupt:
+        _interrupted(interrupt)
     except SystemExit as exit_:
         if _composition_error(exit_):
             sys.exit(2)

@@ -21,7 +21,8 @@ from hydra.core.utils import JobReturn
 from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
 
-from initlab.search.trial import ATTR_FAILED, ATTR_HEARTBEAT
+from initlab.search.trial import (ATTR_FAILED, ATTR_HEARTBEAT, ATTR_OBJECTIVE_SE,
+                                  ATTR_OBJECTIVE_VALUES)
 from initlab.tracking import interrupts
 
 from . import _study
@@ -215,6 +216,9 @@ class AskTellLoop:
             self._failures += state == TrialState.FAIL
         shown = f"value {frozen.values[0] if len(frozen.values or []) == 1 else frozen.values}" \
             if frozen.values else ""
+        if frozen.values and ATTR_OBJECTIVE_SE in frozen.user_attrs:  # a mean over seeds
+            shown += f" ± {frozen.user_attrs[ATTR_OBJECTIVE_SE]:.2g} (standard error over " \
+                     f"{len(frozen.user_attrs[ATTR_OBJECTIVE_VALUES])} seeds)"
         log_fn = log.warning if state == TrialState.FAIL else log.info
         log_fn("trial %d %s %s%s (%.0f s)", frozen.number, state.name, shown,
                f" [{why}]" if why else "", seconds)

@@ -1,6 +1,6 @@
-"""Several seeds of one init summed up: mean ± std of a final metric, the mean curve over the
-steps every seed logged, and per-layer statistics through depth (mean with the seeds'
-min-max)."""
+"""Several seeds of one init summed up: mean ± 95% confidence interval of a final metric
+(``report.intervals``), the mean curve over the steps every seed logged, and per-layer
+statistics through depth (mean with the seeds' min-max)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from initlab.report.intervals import interval
+
 Curve = Sequence[tuple[int, float]]  # [(step, value), ...]
 
 
@@ -17,14 +19,15 @@ def finite(values: Sequence[float | None]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
-def mean_std(values: Sequence[float | None]) -> str:
-    """``0.8123 ± 0.012`` over the finite values; one value alone; ``''`` for none."""
+def mean_ci(values: Sequence[float | None], runs: int | None = None) -> str:
+    """``0.8123 ± 0.012`` over the finite values: the mean ± the half-width of its 95% CI
+    (Student's t, n-1 dof); one value alone, without an interval; ``''`` for none.  When fewer
+    than ``runs`` values are finite, the count says so: ``0.8123 ± 0.012 (n=2)``."""
     values = finite(values)
     if not values:
         return ""
-    if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}"
+    text = interval(values).text()
+    return text if runs is None or len(values) == runs else f"{text} (n={len(values)})"
 
 
 def mean_curve(curves: Sequence[Curve]) -> list[tuple[int, float]]:

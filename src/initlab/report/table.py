@@ -1,5 +1,6 @@
 """The comparison's words: the table of final metrics (grouped by init family and scale, mean
-± std over seeds) as ``metrics.csv``, and ``summary.md`` around it and the figures."""
+± 95% confidence interval over seeds) as ``metrics.csv``, and ``summary.md`` around it and the
+figures."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from initlab.inits.labels import init_label, plain_value
-from initlab.report.aggregate import mean_std
+from initlab.report.aggregate import mean_ci
 from initlab.report.labels import activations, init_params
 
 TABLE_METRICS = ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss")
@@ -24,12 +25,17 @@ CAPTIONS = {
     "boundaries": "Decision boundaries of the final models on the 2-D training data.",
 }
 
+TABLE_NOTE = ("Each cell: the mean over the row's runs ± the half-width of its 95% confidence "
+              "interval (Student's t with n-1 degrees of freedom, n = runs; `(n=m)` where only "
+              "m runs have the metric); one run alone: its value, no interval.")
+
 Table = tuple[list[str], list[list[str]]]
 
 
 def metrics_table(runs: Sequence, records: Mapping[str, dict | None]) -> Table:
-    """One row per (init family and options, scale[, activation]): run count, seeds, and
-    mean ± std over them of the final metrics and of the signal ratio at init."""
+    """One row per (init family and options, scale[, activation]): run count n, seeds, and
+    mean ± 95% CI over them (``TABLE_NOTE``) of the final metrics and of the signal ratio at
+    init."""
     several = len(activations(runs)) > 1
     groups: OrderedDict[tuple, list] = OrderedDict()
     for run in runs:
@@ -44,9 +50,9 @@ def metrics_table(runs: Sequence, records: Mapping[str, dict | None]) -> Table:
     for (label, scale, activation), members in groups.items():
         row = [label, scale] + ([activation] if several else [])
         row += [str(len(members)), ",".join(sorted({r.data.params.get("seed", "?") for r in members}))]
-        row += [mean_std([r.data.metrics.get(m) for r in members]) for m in present]
+        row += [mean_ci([r.data.metrics.get(m) for r in members], len(members)) for m in present]
         ratios = [(records.get(r.info.run_id) or {}).get("signal_ratio") for r in members]
-        row.append(mean_std(ratios))
+        row.append(mean_ci(ratios, len(members)))
         rows.append(row)
     return header, rows
 
@@ -70,7 +76,7 @@ def write_summary(path: Path, title: str, runs: Sequence, labels: Mapping[str, s
     """The table, each figure with its caption (or a line saying no run has its data), and
     the list of runs compared."""
     lines = [f"# {title}", "", f"{len(runs)} runs, compared {time.strftime('%Y-%m-%d %H:%M')}.",
-             "", "## Final metrics", "", markdown(*table), ""]
+             "", "## Final metrics", "", TABLE_NOTE, "", markdown(*table), ""]
     for name, figure in figures.items():
         if figure is not None:
             lines += [f"## {name}", "", CAPTIONS[name], "", f"![{name}]({figure.name})", ""]

@@ -15,6 +15,13 @@ ATTR_RETRY_OF = "initlab.retry_of"
 ATTR_PRUNED = "initlab.pruned_at_step"  # set by the job's pruning callback
 ATTR_DIVERGED = "initlab.diverged_at_step"
 ATTR_MLFLOW_RUN = "mlflow_run_id"
+# Several seeds per trial (``objective_seeds``, ``initlab.jobs.seeds``): the objective is the mean.
+ATTR_OBJECTIVE_MEAN = "objective_mean"
+ATTR_OBJECTIVE_SE = "objective_se"          # standard error of the mean: sd / sqrt(k)
+ATTR_OBJECTIVE_VALUES = "objective_values"  # optimized_metric of each seed, in seed order
+ATTR_OBJECTIVE_SEEDS = "objective_seeds"    # the seeds trained
+ATTR_SEED_GROUP = "objective_seed_group"    # the seed runs' tag initlab.seed_group
+ATTR_SEED_RUNS = "objective_runs"           # the seed runs' MLflow run ids
 
 
 def rdb_storage(url: str) -> Any:

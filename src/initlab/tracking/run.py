@@ -9,11 +9,12 @@ A multirun's jobs are children (``mlflow.parentRunId``) of the sweep's parent ru
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import platform
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback as LightningCallback
 from omegaconf import DictConfig, OmegaConf
 
-from initlab.tracking import interrupts
+from initlab.tracking import interrupts, system
 from initlab.tracking.context import HydraContext
 from initlab.tracking.heartbeat import (DEFAULT_INTERVAL_S, TAG_HEARTBEAT, TAG_HEARTBEAT_S,
                                         Heartbeat, exit_orphan, stamp)
@@ -55,6 +56,7 @@ class TrackedRun:
     recorder: ExceptionRecorder = field(default_factory=ExceptionRecorder)
     flush_every_s: float = DEFAULT_INTERVAL_S
     loggers: list[RunLogger] = field(default_factory=list)
+    system_metrics: Any = None  # MLflow's SystemMetricsMonitor with tracking.system_metrics
 
     def logger(self) -> RunLogger:
         """The run's Lightning logger; ``tracked_run`` writes what it buffered before the run
@@ -76,6 +78,22 @@ class TrackedRun:
 
     def tags(self) -> dict[str, str]:
         return self.client.get_run(self.run_id).data.tags
+
+
+_EXTRA_TAGS: contextvars.ContextVar[tuple[dict[str, str], list[str]] | None] = \
+    contextvars.ContextVar("initlab_extra_run_tags", default=None)
+
+
+@contextlib.contextmanager
+def extra_run_tags(tags: Mapping[str, Any]) -> Iterator[list[str]]:
+    """Runs created inside the block get ``tags`` at creation; the block gets the list of
+    their run ids (``jobs.seeds``: a job's k seed runs share a group tag)."""
+    created: list[str] = []
+    token = _EXTRA_TAGS.set(({k: str(v) for k, v in tags.items()}, created))
+    try:
+        yield created
+    finally:
+        _EXTRA_TAGS.reset(token)
 
 
 class MultirunStopping(KeyboardInterrupt):
@@ -121,13 +139,15 @@ def _watched_parent(parent: dict[str, Any] | None) -> int | None:
 
 
 @contextlib.contextmanager
-def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
+def tracked_run(cfg: DictConfig, device: str, own_heartbeat: bool = True) -> Iterator[TrackedRun]:
     """Create the job's MLflow run, log its params and tags, and always end it with the status
     that says what happened.
 
     The signal handlers are installed before the run is created, and its creation is one store
     write: a Ctrl-C or SIGTERM that comes meanwhile acts once the run exists, and ends it KILLED.
-    While it runs, a heartbeat stamps it, and an exception that ends another thread fails it."""
+    While it runs, a heartbeat stamps it, and an exception that ends another thread fails it.
+    ``own_heartbeat=False``: the caller stamps it (the ensemble engine: one thread for all the
+    runs of a group, not one each)."""
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
@@ -145,15 +165,25 @@ def tracked_run(cfg: DictConfig, device: str) -> Iterator[TrackedRun]:
             if parent is not None and parent.get("stopping"):
                 raise MultirunStopping(f"multirun {parent['sweep_id']} is being interrupted")
             tags = _run_tags(cfg, device, hydra, parent, heartbeat_s)
+            extra = _EXTRA_TAGS.get()
+            if extra is not None:
+                tags.update(extra[0])
             items = [Param(k, v) for k, v in run_params(cfg).items()]
+            monitor = system.monitor_class() if tracking.get("system_metrics") else None
             with interrupts.store_write():  # a signal now acts once the run exists
                 run = client.create_run(experiment_id, tags=tags, run_name=tags["mlflow.runName"])
+                if extra is not None:
+                    extra[1].append(run.info.run_id)
                 handle = TrackedRun(client, run.info.run_id, experiment_id, tracking["experiment"],
                                     tracking["tracking_uri"], flush_every_s=heartbeat_s)
-                heartbeat = Heartbeat(client, handle.run_id, heartbeat_s,
-                                      parent_pid=_watched_parent(parent)).start()
+                if own_heartbeat:
+                    heartbeat = Heartbeat(client, handle.run_id, heartbeat_s,
+                                          parent_pid=_watched_parent(parent)).start()
                 for start in range(0, len(items), 100):
                     client.log_batch(handle.run_id, params=items[start:start + 100])
+                if monitor is not None:
+                    handle.system_metrics = system.start(monitor, handle.run_id,
+                                                         tracking["tracking_uri"])
             yield handle
             failure = thread_failure()
             if failure is not None:
@@ -186,6 +216,8 @@ def _close(handle: TrackedRun | None, heartbeat: Heartbeat | None, status: str) 
     with interrupts.store_write():
         if heartbeat is not None:
             heartbeat.stop()
+        if handle.system_metrics is not None:  # its last samples, while the run still runs
+            handle.system_metrics.finish()
         for logger in handle.loggers:
             try:
                 logger.close()
