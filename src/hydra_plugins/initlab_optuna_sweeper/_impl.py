@@ -150,7 +150,8 @@ class OptunaSweeperImpl:
 
     def _reporter(self) -> Reporter:
         return Reporter(self.sweep_dir,
-                        OmegaConf.select(self.config, "tracking.tracking_uri", default=None))
+                        OmegaConf.select(self.config, "tracking.tracking_uri", default=None),
+                        OmegaConf.select(self.config, "optimized_metric", default=None))
 
     def _refuse(self, why: str) -> NoReturn:
         self._reporter().discard_parent_run()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,11 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from initlab.search.trial import ATTR_MLFLOW_RUN
+from initlab.search.trial import (ATTR_MLFLOW_RUN, ATTR_OBJECTIVE_SE, ATTR_OBJECTIVE_VALUES,
+                                  ATTR_SEED_RUNS)
 from initlab.tracking.store import PARENT_RUN_FILE, read_parent_run
 
-from . import _study
+from . import _plots, _study
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"
@@ -32,10 +32,13 @@ RESULTS_FILE = "optimization_results.yaml"
 
 class Reporter:
     """``tracking_uri``: the sweep config's MLflow store (the parent-run file names the store
-    only with its password masked)."""
+    only with its password masked); ``metric_name``: the objective's metric for the plots
+    (``optimized_metric``; else read from the first finished trial's config)."""
 
-    def __init__(self, sweep_dir: Path, tracking_uri: str | None) -> None:
+    def __init__(self, sweep_dir: Path, tracking_uri: str | None,
+                 metric_name: str | None = None) -> None:
         self.sweep_dir = Path(sweep_dir)
+        self.metric_name = metric_name
         self.parent: dict[str, str] | None = None
         self.client = None
         self.study_name = ""
@@ -90,9 +93,15 @@ class Reporter:
         return runs[0].info.run_id if runs else None
 
     def trial_done(self, frozen: FrozenTrial, ret: Any, why: str) -> None:
-        run_id = self._child_run(frozen, ret)
-        if run_id is None or self.client is None:
-            return
+        if self.metric_name is None:  # the job's config (Hydra's JobReturn.cfg) names it
+            with contextlib.suppress(Exception):
+                self.metric_name = OmegaConf.select(ret.cfg, "optimized_metric", default=None)
+        seed_runs = frozen.user_attrs.get(ATTR_SEED_RUNS)  # objective_seeds > 1: every seed's run
+        for run_id in seed_runs or [self._child_run(frozen, ret)]:
+            if run_id is not None and self.client is not None:
+                self._tag_trial_run(frozen, run_id, why)
+
+    def _tag_trial_run(self, frozen: FrozenTrial, run_id: str, why: str) -> None:
         tags = {"optuna.study_name": self.study_name,
                 "optuna.trial_number": str(frozen.number), "optuna.state": frozen.state.name}
         if why:
@@ -121,6 +130,9 @@ class Reporter:
             best = study.best_trial
             results.update(best_params=dict(best.params), best_value=best.value,
                            best_trial=best.number)
+            if ATTR_OBJECTIVE_SE in best.user_attrs:  # the mean of several seeds
+                results.update(best_value_se=best.user_attrs[ATTR_OBJECTIVE_SE],
+                               best_value_seeds=len(best.user_attrs[ATTR_OBJECTIVE_VALUES]))
         elif complete:
             results["solutions"] = [{"params": dict(t.params), "values": list(t.values),
                                      "trial": t.number} for t in study.best_trials]
@@ -145,44 +157,7 @@ class Reporter:
         return [path]
 
     def _plots(self, study: optuna.Study) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-        from optuna.visualization import matplotlib as vis
-
-        folder = self.sweep_dir / "optuna_plots"
-        folder.mkdir(parents=True, exist_ok=True)
-        names = list(study.best_trial.params) if len(study.directions) == 1 else []
-        init_scale = [n for n in ("init", "init.scale") if n in names]
-        pair = init_scale if len(init_scale) == 2 else names[:2]
-        wanted = {
-            "optimization_history": lambda: vis.plot_optimization_history(study),
-            "param_importances": lambda: vis.plot_param_importances(study),
-            "slice": lambda: vis.plot_slice(study),
-            "contour": lambda: vis.plot_contour(study, params=pair) if len(pair) == 2 else None,
-            "intermediate_values": lambda: vis.plot_intermediate_values(study),
-            "timeline": lambda: vis.plot_timeline(study),
-        }
-        written = []
-        for name, draw in wanted.items():
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    axes = draw()
-                    if axes is None:
-                        continue
-                    figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-                    figure.set_size_inches(max(figure.get_size_inches()[0], 8), 6)
-                    figure.tight_layout()
-                    path = folder / f"{name}.png"
-                    figure.savefig(path, dpi=100)
-                    plt.close(figure)
-                    written.append(path)
-            except Exception as err:  # noqa: BLE001 - a plot that needs more trials, etc.
-                log.info("no %s plot: %s", name, err)
-        plt.close("all")
-        return written
+        return _plots.write_plots(study, self.sweep_dir / "optuna_plots", self.metric_name)
 
     def _log_parent(self, results: dict[str, Any], files: list[Path]) -> None:
         if self.parent is None:
@@ -217,8 +192,10 @@ class Reporter:
         lines = [head]
         if "best_value" in results:
             params = " ".join(f"{k}={v}" for k, v in results["best_params"].items())
+            spread = (f" ± {results['best_value_se']:.2g} (standard error over "
+                      f"{results['best_value_seeds']} seeds)" if "best_value_se" in results else "")
             lines.append(f"Best trial {results['best_trial']}: value {results['best_value']:.6g}"
-                         f"  {params}")
+                         f"{spread}  {params}")
         for solution in results.get("solutions", []):
             lines.append(f"Pareto trial {solution['trial']}: values {solution['values']}  "
                          f"{solution['params']}")

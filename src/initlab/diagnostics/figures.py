@@ -1,12 +1,15 @@
 """Figures of the backward and Jacobian diagnostics (matplotlib is imported when one is drawn):
 the backward signal and chi_1 through depth, measured beside the mean-field prediction, and the
-histogram of the input-output Jacobian's singular values."""
+histogram of the input-output Jacobian's singular values; ``layout`` (a footnote under the axes)
+and ``layer_ticks`` (layer numbers that say which is the output) serve every figure."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from initlab.inits.labels import naming_notes
 
 
 def _pyplot():
@@ -16,6 +19,29 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def layout(fig, note: str | None = None) -> None:
+    """``tight_layout``, with ``note`` in small print under the axes (the figure grows by its
+    lines, so the axes keep their size)."""
+    if not note:
+        fig.tight_layout()
+        return
+    width, height = fig.get_size_inches()
+    extra = 0.15 * (note.count("\n") + 1) + 0.1
+    fig.set_size_inches(width, height + extra)
+    fig.text(0.01, 0.02 / (height + extra), note, fontsize=7, color="0.3", ha="left",
+             va="bottom")
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
+
+
+def layer_ticks(ax, layers: Sequence[int], output: int | None = None) -> None:
+    """x ticks at ``layers`` (1-based weight layers), the ``output`` one marked as such, and
+    an axis label that says what the numbers count."""
+    ax.set_xticks(list(layers))
+    ax.set_xticklabels([f"{n}\n(output)" if n == output else str(n) for n in layers])
+    ax.set_xlabel("layer (1 = first hidden layer)" if output not in layers
+                  else "layer (1 = first hidden layer, last = output layer)")
 
 
 def plot_backward(names: Sequence[str], stats: dict[str, dict[str, float]],
@@ -29,8 +55,7 @@ def plot_backward(names: Sequence[str], stats: dict[str, dict[str, float]],
         ax.plot(xs, [stats[n][key] for n in names if key in stats[n]], "o-", label="measured")
         if preds is not None:
             ax.plot(xs, [p[key] for p in preds if key in p], "k--", label="mean-field")
-        ax.set_xlabel("layer")
-        ax.set_xticks(depth)
+        layer_ticks(ax, xs, output=len(names))
         ax.set_title(label, fontsize=10)
         ax.legend(fontsize=8)
     left.set_yscale("log")
@@ -38,7 +63,12 @@ def plot_backward(names: Sequence[str], stats: dict[str, dict[str, float]],
     low, high = right.get_ylim()
     right.set_ylim(min(low, 0.9), max(high, 1.1))  # a scale to read the distance from 1 by
     fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.84, wspace=0.25)
+    notes = naming_notes([title])
+    if notes:
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, color="0.3", va="bottom")
+    fig.set_size_inches(9, 3.4 + 0.15 * len(notes))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2 + 0.05 * len(notes), top=0.84,
+                        wspace=0.25)
     fig.savefig(path, dpi=90)  # fixed margins: tight_layout would draw the figure twice
     plt.close(fig)
     return path

@@ -20,7 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from initlab.diagnostics.figures import layout  # noqa: E402
 from initlab.diagnostics.layerstats import Measurement  # noqa: E402
+from initlab.inits.labels import naming_notes  # noqa: E402
 
 _FIXED = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 _MAX_QUANTILE_INPUT = 1 << 20
@@ -69,37 +71,40 @@ def _draw_row(axes: Sequence, hists: Sequence[dict[str, Any]], label: str | None
         total = max(h["total"], 1)
         ax.bar(edges[:-1], [c / total for c in counts], width=edges[1] - edges[0], align="edge",
                color="tab:blue", edgecolor="none")
-        title = f"{i + 1}-layer"
+        title = f"hidden layer {i + 1} ({h['kind']} output)"
         if h["kind"] == "relu":
-            title += f" (zeros {h['zeros'] / total:.0%})"
-        ax.set_title(title, fontsize=9)
+            title += f"\n{h['zeros'] / total:.0%} exact zeros, not binned"
+        ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=7)
         if i == 0 and label:
             ax.set_ylabel(label, fontsize=8)
 
 
 def plot_row(hists: Sequence[dict[str, Any]], title: str, path: Path) -> Path:
-    """One network's activation histograms, one panel per hidden layer (S1's figure)."""
+    """One network's activation histograms, one panel per hidden layer (S1's figure); a
+    footnote where the title names a family the seed studies call otherwise (lecun)."""
     n = max(len(hists), 1)
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), sharey=True, squeeze=False)
     _draw_row(axes[0], hists, "fraction of entries")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    layout(fig, "\n".join(naming_notes([title])))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
 def plot_grid(rows: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path,
-              title: str = "Activation histograms at initialization (layer x init)") -> Path:
-    """Several networks: one row per (label, histograms), one column per hidden layer."""
+              title: str = "Activation histograms at initialization (layer x init)",
+              note: str | None = None) -> Path:
+    """Several networks: one row per (label, histograms), one column per hidden layer; the
+    footnote ``note`` (default: the naming notes of the families the labels name)."""
     ncols = max((len(h) for _, h in rows), default=1) or 1
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.3 * ncols, 2.0 * len(rows) + 0.6),
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.4 * ncols, 2.2 * len(rows) + 0.6),
                              squeeze=False)
     for axes_row, (label, hists) in zip(axes, rows):
-        _draw_row(axes_row, hists, label)
+        _draw_row(axes_row, hists, label + "\nfraction of entries")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    layout(fig, "\n".join(naming_notes(label for label, _ in rows)) if note is None else note)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

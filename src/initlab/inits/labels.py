@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from initlab.inits.apply import family_options
@@ -52,3 +53,25 @@ def init_label(init: Mapping[str, Any], with_scale: bool = True) -> str:
     if with_scale and isinstance(scale, (int, float)) and scale != 1:
         label += f" x{scale:g}"
     return label
+
+
+# The effective weight variance as a figure writes it (matplotlib mathtext).
+SIGMA_W2 = r"$\sigma_w^2$"
+
+# Where a family's name here differs from the seed studies' or the literature's, or hides the
+# scale it draws: one line each, for figure footnotes (``naming_notes``).
+NAMING_NOTES = {
+    "lecun": "lecun = N(0, 1/fan_in), LeCun et al. (1998): what the seed studies call \"Xavier\" "
+             "(S1's sigmoid_xavier, relu_xavier)",
+    "xavier": "xavier = Glorot & Bengio (2010), Var(W) = 2/(fan_in + fan_out)",
+    "random": "random = N(0, 1) x factor (S4's large random init; factor 10 unless shown)",
+}
+
+
+def naming_notes(labels: Iterable[str]) -> list[str]:
+    """The ``NAMING_NOTES`` of the families that ``labels`` name (as a whole word), in the
+    notes' order: a legend that says ``lecun`` says too that it is S1's "Xavier"."""
+    words = set()
+    for label in labels:
+        words |= set(re.findall(r"[a-z_]+", str(label)))
+    return [note for name, note in NAMING_NOTES.items() if name in words]
