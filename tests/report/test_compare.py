@@ -13,7 +13,8 @@ from initlab.report.compare import main
 
 from conftest import run_cli
 
-FIGURES = {"curves.png", "histograms.png", "depth.png", "boundaries.png"}
+FIGURES = {"curves.png", "histograms.png", "depth.png", "boundaries.png",
+           "backward.png", "spectra.png"}  # the last two: the diagnostics records redrawn
 
 
 def test_init_labels():

@@ -250,9 +250,26 @@ def check_run_length(job: dict[str, Any]) -> None:
 
 def check_optimizer(job: dict[str, Any]) -> None:
     o = job["optimizer"]
+    taken = optimizer_keys(o.get("_target_"))
+    for key, value in o.items():  # e.g. a preset's SGD momentum left under optimizer=adam
+        if taken is not None and not key.startswith("_") and key != "name" and key not in taken:
+            raise S.refusal(f"optimizer.{key}", value, f"one of the keys {o['_target_']} takes "
+                            f"({', '.join(sorted(taken))})", why=f"{o['_target_']} has no {key}")
     if o.get("nesterov") and (o.get("momentum", 0) <= 0 or o.get("dampening", 0) != 0):
         raise S.refusal("optimizer.nesterov", True,
                         "false, or optimizer.momentum > 0 with optimizer.dampening = 0")
+
+
+def optimizer_keys(target: Any) -> set[str] | None:
+    """The keyword arguments a ``torch.optim`` optimizer takes (None for other targets)."""
+    if not isinstance(target, str) or not target.startswith("torch.optim."):
+        return None
+    import inspect
+
+    import torch.optim
+
+    cls = getattr(torch.optim, target.rsplit(".", 1)[1], None)
+    return None if cls is None else set(inspect.signature(cls).parameters) - {"params"}
 
 
 def check_diagnostics(job: dict[str, Any]) -> None:

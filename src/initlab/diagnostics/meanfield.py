@@ -161,3 +161,63 @@ def jacobian_predict(sigma_w2: Sequence[float], weight_v: Sequence[float],
         mean *= sw2 * mu1
         v += wv + mu2 / mu1**2 - 1.0
     return {"s2_mean": mean, "s2_var": mean**2 * v}
+
+
+# ---- depth scales (Schoenholz et al. 2017, eq. 9 and Fig. 5) -------------------------------
+_N2, _W2 = np.polynomial.hermite_e.hermegauss(61)  # a 61 x 61 rule for the 2-D integrals
+_Z1, _Z2 = np.meshgrid(_N2, _N2, indexing="ij")
+_W2 = np.outer(_W2, _W2) / (2.0 * math.pi)
+
+
+def _pair(kind: str, q: float, c: float, fn) -> float:
+    """E[fn(u1) fn(u2)], (u1, u2) centred Gaussian with variances q and correlation c."""
+    s = math.sqrt(max(q, 0.0))
+    c = min(max(c, -1.0), 1.0)
+    u1, u2 = s * _Z1, s * (c * _Z1 + math.sqrt(max(1.0 - c * c, 0.0)) * _Z2)
+    return float(np.sum(_W2 * fn(kind, u1) * fn(kind, u2)))
+
+
+def correlation_fixed_point(kind: str, sigma_w2: float, sigma_b2: float) -> float:
+    """c*: the stable fixed point of the correlation map c <- (sigma_w^2 E[phi(u1) phi(u2)] +
+    sigma_b^2) / q* of two inputs' pre-activations at the length fixed point q*.  1 in the
+    ordered phase (chi_1 <= 1: inputs converge); in the chaotic phase (c = 1 unstable) the root
+    of map(c) - c below 1, by Brent's method on [0, 1) (0 when the map holds 0, e.g. odd phi, no
+    bias)."""
+    q = fixed_point(kind, sigma_w2, sigma_b2)
+    if not 0.0 < q < math.inf or chi1(kind, sigma_w2, q) <= 1.0:
+        return 1.0
+
+    def excess(c: float) -> float:
+        return (sigma_w2 * _pair(kind, q, c, _phi) + sigma_b2) / q - c
+
+    from scipy.optimize import brentq  # scikit-learn's dependency
+
+    lo, hi = 0.0, 1.0 - 1e-9
+    if excess(lo) <= 1e-15:
+        return 0.0
+    if excess(hi) >= 0:  # the root is within 1e-9 of 1 (on the critical line)
+        return hi
+    return float(brentq(excess, lo, hi, xtol=1e-13))
+
+
+def chi_c(kind: str, sigma_w2: float, sigma_b2: float) -> float:
+    """chi_c = sigma_w^2 E[phi'(u1) phi'(u2)] at (q*, c*): how fast a correlation approaches its
+    fixed point.  In the ordered phase (c* = 1) it equals chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2];
+    in the chaotic phase it is below 1 while chi_1 is above."""
+    q = fixed_point(kind, sigma_w2, sigma_b2)
+    if q == 0.0:
+        return chi1(kind, sigma_w2, 0.0)
+    c = correlation_fixed_point(kind, sigma_w2, sigma_b2)
+    if c >= 1.0:
+        return chi1(kind, sigma_w2, q)
+    return sigma_w2 * _pair(kind, q, c, _dphi)
+
+
+def depth_scale(kind: str, sigma_w2: float, sigma_b2: float) -> float:
+    """xi_c = -1 / ln chi_c (Schoenholz et al. 2017, eq. 9): the depth over which information
+    about two inputs' correlation survives.  Infinite at the edge of chaos (chi_c = 1), finite on
+    both sides; the paper finds nets trainable up to about 6 xi_c (Fig. 5)."""
+    chi = chi_c(kind, sigma_w2, sigma_b2)
+    if chi >= 1.0 or abs(chi - 1.0) < 1e-12:
+        return math.inf
+    return -1.0 / math.log(chi) if chi > 0 else 0.0

@@ -34,6 +34,8 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
             container.pop(key, None)
     return instantiate(container, **kwargs)
 
+FLOAT64_PRECISIONS = {"64", "64-true", "double"}  # Lightning's names for float64 training
+
 
 @dataclass
 class Job:
@@ -50,8 +52,13 @@ def prepare(cfg: DictConfig) -> Job:
     datamodule = build(cfg.dataset)
     datamodule.setup()
     model = build(cfg.model)
+    if str(cfg.trainer.get("precision")) in FLOAT64_PRECISIONS:
+        # Draw the init in float64: a float32 draw that Lightning casts up later is only
+        # float32-accurate (an orthogonal matrix to ~3e-6 instead of 1e-15).
+        model = model.double()
     check_fits_data(model, datamodule.shape, datamodule.num_classes, cfg.dataset.name)
     probe_x, _ = datamodule.probe_batch()
+    probe_x = probe_x.to(next(model.parameters(), probe_x).dtype)  # LSUV's probe, as the net
     inits.initialize(model, OmegaConf.to_container(cfg.init, resolve=True), probe=probe_x)
     optimizer = build(cfg.optimizer)
     scheduler, scheduler_config = None, {}

@@ -29,11 +29,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+from initlab.report import diagnostics_figures
 from initlab.report.figures import (plot_boundaries, plot_curves_per_init, plot_depth,
                                     plot_histograms)
-from initlab.report.labels import labels_for
+from initlab.report.labels import grouped, labels_for, legend_labels
+from initlab.report.phase import PHASE_FILE, plot_phase
 from initlab.report.query import DEFAULT_URI, load_record, select_runs
 from initlab.report.table import metrics_table, write_csv, write_summary
+from initlab.tracking.secrets import mask
 
 __all__ = ["compare", "log_comparison", "main"]
 
@@ -47,17 +50,23 @@ def compare(client, runs: Sequence, out: Path, title: str) -> dict[str, Path]:
     for run in runs:
         by_label.setdefault(labels[run.info.run_id], []).append(records[run.info.run_id])
     first_record = {label: next((r for r in recs if r), None) for label, recs in by_label.items()}
+    legend = legend_labels(grouped(runs, labels))  # the label with the recorded sigma_w^2
     figures: dict[str, Path | None] = {
         "curves": plot_curves_per_init(client, runs, labels, out / "curves.png"),
         "histograms": plot_histograms({k: v for k, v in first_record.items() if v},
-                                      out / "histograms.png"),
-        "depth": plot_depth(by_label, out / "depth.png"),
+                                      out / "histograms.png", legend),
+        "depth": plot_depth(by_label, out / "depth.png", legend),
         "boundaries": plot_boundaries(client, runs, labels, out / "boundaries.png"),
     }
     table = metrics_table(runs, records)
     made = {k: v for k, v in figures.items() if v is not None}
     made["table"] = write_csv(table, out / "metrics.csv")
     made["summary"] = write_summary(out / "summary.md", title, runs, labels, table, figures)
+    # The backward / Jacobian records redrawn across runs, and the sigma_w^2 x depth phase
+    # diagram, when the runs have them.
+    extra = {**diagnostics_figures.draw(by_label, out), "phase": plot_phase(runs, out / PHASE_FILE)}
+    diagnostics_figures.append_summary(made["summary"], extra)
+    made.update({k: v for k, v in extra.items() if v is not None})
     return made
 
 
@@ -76,6 +85,21 @@ def log_comparison(client, runs: Sequence, out: Path, title: str,
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def drawn_from(client, runs: Sequence, what: str, tracking_uri: str) -> str:
+    """What a comparison draws, said before its files: the selection (sweep id, experiment or
+    run list), how many runs, their experiment(s) and inits, and the store."""
+    names = []
+    for experiment_id in dict.fromkeys(r.info.experiment_id for r in runs):
+        try:
+            names.append(f"'{client.get_experiment(experiment_id).name}'")
+        except Exception:  # noqa: BLE001 - the id says enough
+            names.append(f"id {experiment_id}")
+    inits = "; ".join(f"{label}: {len(members)}" for label, members
+                      in grouped(runs, labels_for(runs)).items())
+    return (f"compare: {what}: {len(runs)} finished run(s) in experiment "
+            f"{', '.join(names)}, store {mask(tracking_uri)}\n  runs per init: {inits}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -105,13 +129,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     out = args.out or Path("comparisons") / (
         (args.sweep_id or args.experiment or "runs").replace("/", "_") + f"-{stamp}")
+    print(drawn_from(client, runs, what, args.tracking_uri), flush=True)
     made = compare(client, runs, out, title)
     for name, path in made.items():
         print(f"{name}: {path}")
     if not args.no_log:
         run_id = log_comparison(client, runs, out, title, args.sweep_id)
         print(f"MLflow comparison run {run_id} (experiment id {runs[0].info.experiment_id}), "
-              f"store {args.tracking_uri}")
+              f"store {mask(args.tracking_uri)}")
     return made
 
 
