@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import PlainValidator, model_validator
+from pydantic import PlainValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from initlab.config.schema.names import (
@@ -44,6 +44,9 @@ class MLPModel(Section):
     hidden: int_list(1) = [256, 256]
     activation: one_of(*ACTIVATIONS) = "relu"
     bias: boolean() = True
+    depth: integer(0, nullable=True) = None  # with width: depth x [width] replaces hidden
+    width: integer(1, nullable=True) = None
+    dtype: one_of("float32", "float64", nullable=True) = None  # float64: init drawn in float64
 
 
 class ConvModel(Section):  # LeNet: conv5-pool-conv5-pool needs at least 12x12 pixels
@@ -229,6 +232,48 @@ class Tracking(OpenSection):
     artifact_root: text(nullable=True) = None
     experiment: text()
     heartbeat_s: positive() = 3
+    system_metrics: boolean() = False
+
+
+# logger (conf/logger/: which Lightning loggers get the metrics) -----------------------------
+class LoggerNode(Section):
+    """One logger: ``mlflow`` (the tracked run's own, no ``_target_``) or a Lightning logger
+    class by ``_target_`` with the keys CSVLogger / TensorBoardLogger take."""
+
+    save_dir: text(nullable=True) = None  # null: the job's output dir
+    name: text(nullable=True) = None
+    version: anything() = None
+    prefix: text() = ""
+    flush_logs_every_n_steps: integer(1) = 100
+    log_graph: boolean() = False
+    default_hp_metric: boolean() = True
+
+
+LOGGER_CHOICES = "logger=mlflow, csv, tensorboard or many_loggers"
+
+
+def checked_loggers(value: Any, info: Any) -> Any:
+    """``logger``: each node names a class (but ``mlflow``); a run to record needs a logger;
+    TensorBoard needs its package (a clear refusal, not an ImportError mid-run)."""
+    import importlib.util
+
+    if not isinstance(value, Mapping):
+        return value  # null, or the type check's refusal
+    for name, node in value.items():
+        if not isinstance(node, Mapping):
+            continue
+        if name != "mlflow" and not node.get("_target_"):
+            raise _refuse(f"a _target_ for logger {name!r} (a Lightning logger class); only "
+                          "'mlflow' (the tracked run's logger) has none")
+        if str(node.get("_target_", "")).endswith("TensorBoardLogger") \
+                and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+            raise _refuse('logger=tensorboard with its package installed (pip install -e '
+                          '".[tensorboard]"), or ' + LOGGER_CHOICES.replace(", tensorboard", ""))
+    tracking = info.data.get("tracking") or {}
+    if not any(n is not None for n in value.values()) and tracking.get("enabled", True):
+        raise _refuse(f"a logger while tracking.enabled = true (the MLflow run would record no "
+                      f"metrics): {LOGGER_CHOICES}, or logger=none with tracking=none")
+    return value
 
 
 # callbacks -----------------------------------------------------------------------------------
@@ -278,6 +323,7 @@ class Job(OpenSection):
     seed: integer(0, SEED_MAX)
     task: one_of("train", "propagation") = "train"
     optimized_metric: text(nullable=True) = None
+    objective_seeds: integer(1, 100) = 1  # seeds per job, objective = their mean (jobs.seeds)
     divergence_check_every: integer(1) = 1
     progress_refresh_rate: integer(0) = 1
     callbacks: mapping(nullable=True) = None
@@ -288,7 +334,13 @@ class Job(OpenSection):
     dataset: mapping()
     trainer: mapping()
     tracking: mapping()
+    logger: dict[str, LoggerNode | None] | None = None  # conf/logger/
     scheduler: mapping(nullable=True) = None
     propagation: mapping(nullable=True) = None
+
+    @field_validator("logger", mode="before")
+    @classmethod
+    def _logger_nodes(cls, value: Any, info: Any) -> Any:
+        return checked_loggers(value, info)
 
 
