@@ -110,12 +110,30 @@ def sweep_jobs(config: DictConfig, task: list[str]) -> tuple[list[list[str]], se
     return [list(job) for batch in batches for job in batch], swept
 
 
+def _with_launcher_check(config: DictConfig, check: Any) -> Any:
+    """``check``, then the launcher's own check of a job config when the launcher names one
+    (``hydra.launcher.config_check``, a function's dotted path: the ensemble launcher refuses
+    what its engine cannot train exactly)."""
+    target = OmegaConf.select(config, "hydra.launcher.config_check")
+    if not target:
+        return check
+    from hydra.utils import get_method
+
+    launcher_check = get_method(str(target))
+
+    def both(cfg: DictConfig) -> None:
+        check(cfg)
+        launcher_check(cfg)
+
+    return both
+
+
 def check_basic_sweep(config: DictConfig, task: list[str]) -> None:
     jobs, swept = sweep_jobs(config, task)
     for number, job in enumerate(jobs):
         varying = " ".join(o for o in job if _key_of(o) in swept)
         label = f"job {number} of {len(jobs)}" + (f" ({varying})" if varying else "")
-        _check_job(config, job, label, validate)
+        _check_job(config, job, label, _with_launcher_check(config, validate))
 
 
 # ---- the Optuna search ---------------------------------------------------------------------
@@ -193,4 +211,4 @@ def check_search(config: DictConfig, task: list[str]) -> None:
         overrides = [f"{k}={v}" for k, v in probe.items()] + list(space.fixed.values())
         label = "a trial" + (f" with {' '.join(f'{k}={v}' for k, v in probe.items())}"
                              if probe else "")
-        _check_job(config, overrides, label, check_trial_config)
+        _check_job(config, overrides, label, _with_launcher_check(config, check_trial_config))

@@ -22,6 +22,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def classification_loss(logits: torch.Tensor, y: torch.Tensor,
+                        binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and number of correct predictions of a batch's logits: binary cross-entropy on
+    one sigmoid output, softmax cross-entropy otherwise.  One definition for both engines (the
+    ensemble engine calls it under ``torch.vmap``, one member at a time)."""
+    if binary:
+        logits = logits.squeeze(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+        correct = ((logits > 0) == y).sum()
+    else:
+        loss = F.cross_entropy(logits, y)
+        correct = (logits.argmax(dim=-1) == y).sum()
+    return loss, correct
+
+
 class ClassifierModule(L.LightningModule):
     # Every metric a run ends with (what ``optimized_metric`` may name).
     METRICS = frozenset({f"{split}/{stat}" for split in ("train", "val", "test")
@@ -46,15 +61,7 @@ class ClassifierModule(L.LightningModule):
     # ---- loss and accuracy -----------------------------------------------------------------
     def loss_and_correct(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss and number of correct predictions of a batch."""
-        logits = self.model(x)
-        if self.binary:
-            logits = logits.squeeze(-1)
-            loss = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
-            correct = ((logits > 0) == y).sum()
-        else:
-            loss = F.cross_entropy(logits, y)
-            correct = (logits.argmax(dim=-1) == y).sum()
-        return loss, correct
+        return classification_loss(self.model(x), y, self.binary)
 
     def _accumulate(self, split: str, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
         """Add a batch to the split's running (loss sum, correct) on the device, in place, and
