@@ -60,6 +60,7 @@ def _logged(db: Path, key: str) -> bool:
     return row is not None
 
 
+@pytest.mark.slow  # the default run has tests/lifecycle's signal tests and the one-line message test
 def test_ctrl_c_ends_the_run_killed(tmp_path, store):
     cmd = [sys.executable, str(ROOT / "train.py"), *FAST, "trainer.max_epochs=100000",
            f"tracking.tracking_uri={store}", f"hydra.run.dir={tmp_path}/out"]
@@ -80,6 +81,7 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, store):
     assert proc.returncode != 0
 
 
+@pytest.mark.slow  # 4 CLI start-ups; the default run refuses the same inputs in-process
 @pytest.mark.parametrize("args,message", [
     (["init=bogus"], "Available options in 'init'"),
     (["init=normal", "init.std=-0.01"], "init.std = -0.01 is not allowed"),

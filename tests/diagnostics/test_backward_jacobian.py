@@ -12,23 +12,7 @@ from torch import nn
 from initlab.diagnostics import backward, jacobian, meanfield
 from initlab.diagnostics.layerstats import layers_of, measure
 from initlab.diagnostics.records import predictions as forward_predictions
-from initlab.nets import MLP
-
-
-def mlp(activation: str, sigma_w2: float, depth: int, width: int, *, orthogonal: bool = False,
-        sigma_b2: float = 0.0, seed: int = 0, dtype=torch.float32) -> MLP:
-    """width -> [width] x depth -> 10, weights of variance sigma_w2 / fan_in (or orthogonal
-    with gain sqrt(sigma_w2)), biases N(0, sigma_b2)."""
-    torch.manual_seed(seed)
-    net = MLP(width, 10, [width] * depth, activation).to(dtype)  # drawn in dtype
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            if orthogonal:
-                nn.init.orthogonal_(layer.weight, gain=math.sqrt(sigma_w2))
-            else:
-                nn.init.normal_(layer.weight, std=math.sqrt(sigma_w2 / layer.in_features))
-            nn.init.normal_(layer.bias, std=math.sqrt(sigma_b2))
-    return net
+from probe_nets import mlp
 
 
 def probe(width: int, n: int = 256, scale: float = 1.0, seed: int = 0, dtype=torch.float32):

@@ -16,23 +16,9 @@ from torch import nn
 
 from initlab.diagnostics import backward, jacobian, meanfield
 from initlab.diagnostics.layerstats import layers_of
-from initlab.nets import MLP
 
 from conftest import run_cli
-
-
-def _net(activation: str, sigma_w2: float, depth: int, width: int, *, orthogonal: bool = False,
-         sigma_b2: float = 0.0, seed: int = 0, dtype=torch.float64) -> MLP:
-    torch.manual_seed(seed)
-    net = MLP(width, 10, depth=depth, width=width, activation=activation).to(dtype)
-    for layer in net:
-        if isinstance(layer, nn.Linear):
-            if orthogonal:
-                nn.init.orthogonal_(layer.weight, gain=math.sqrt(sigma_w2))
-            else:
-                nn.init.normal_(layer.weight, std=math.sqrt(sigma_w2 / layer.in_features))
-            nn.init.normal_(layer.bias, std=math.sqrt(sigma_b2))
-    return net
+from probe_nets import mlp
 
 
 def _deep_chi1(sigma_w2: float, sigma_b2: float, seed: int) -> float:
@@ -40,7 +26,8 @@ def _deep_chi1(sigma_w2: float, sigma_b2: float, seed: int) -> float:
     layers 4-12, where the pre-activations have reached q*."""
     width = 256
     q = meanfield.fixed_point("tanh", sigma_w2, sigma_b2)
-    net = _net("tanh", sigma_w2, 12, width, sigma_b2=sigma_b2, seed=seed)
+    net = mlp("tanh", sigma_w2, 12, width, sigma_b2=sigma_b2, seed=seed,
+              dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(128, width, generator=g, dtype=torch.float64) * math.sqrt(q)
     y = torch.randint(0, 10, (128,), generator=g)
@@ -72,7 +59,7 @@ def test_measured_chi1_crosses_one_at_the_critical_sigma_w2():
 
 
 def _spectrum(orthogonal: bool, depth: int, width: int = 64, seed: int = 0) -> torch.Tensor:
-    net = _net("linear", 1.0, depth, width, orthogonal=orthogonal, seed=seed)
+    net = mlp("linear", 1.0, depth, width, orthogonal=orthogonal, seed=seed, dtype=torch.float64)
     x = torch.randn(2, width, dtype=torch.float64)
     layers = layers_of(net)
     return jacobian.singular_values(jacobian.io_jacobian(net, x, layers))
