@@ -49,7 +49,7 @@ def test_tracked_run_lands_in_postgres(postgres_server, pg_run):
     assert artifact_uri.startswith(location)
     artifacts = Path(artifact_uri.removeprefix("file://"))
     assert (artifacts / "config.yaml").is_file()
-    assert (artifacts / "model" / "final_weights.safetensors").is_file()
+    assert (artifacts / "weights" / "final_weights.safetensors").is_file()
 
 
 @pytest.mark.timeout(900)

@@ -24,14 +24,17 @@ def test_run_artifacts_reach_the_server(tmp_path, mlflow_server):
     # The server chose the location: proxied artifacts, not a path on the job's machine.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
     listed = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "model", "checkpoints"} <= listed, listed
+    assert {"config.yaml", "weights", "checkpoints"} <= listed, listed
+    models = client.search_logged_models([experiment.experiment_id])
+    assert {m.name for m in models} >= {"model"}  # the logged MLflow model, on the server too
+    assert all(m.artifact_location.startswith("mlflow-artifacts:") for m in models), models
 
     # On the server's disk: <artifacts-destination>/<experiment id>/<run id>/artifacts/...
     found = [p for p in mlflow_server.artifacts.rglob(run.info.run_id) if p.is_dir()]
     assert len(found) == 1, found
     artifacts = found[0] / "artifacts"
     assert (artifacts / "config.yaml").is_file()
-    assert (artifacts / "model" / "final_weights.safetensors").is_file()
+    assert (artifacts / "weights" / "final_weights.safetensors").is_file()
     assert any(p.suffix == ".ckpt" for p in (artifacts / "checkpoints").iterdir())
 
     # Nothing in the job's working directory looks like a local store.
