@@ -233,3 +233,16 @@ def test_optuna_plots_name_the_metric_and_contour_only_continuous(drawn, tmp_pat
     assert {contour.get_xlabel(), contour.get_ylabel()} == {"x0", "x1"}  # not "init"
     assert any(ax.get_ylabel() == "val/acc" for ax in drawn["contour.png"].axes)  # colour bar
     assert dict(matplotlib.rcParams) == style  # Optuna's ggplot style did not leak
+
+
+def test_a_flat_loss_curve_is_shown_flat_with_plain_ticks(drawn, tmp_path):
+    """A zero init stuck at ln 2 (loss 0.6931495 vs 0.6931471): plain tick values on a range
+    of at least 0.02, not "1e-6 + 6.9314e-1" with float noise filling the panel."""
+    flat = [(500, 0.6931495), (1000, 0.6931495), (1500, 0.6931495)]
+    history = {"train/loss": flat, "val/loss": [(s, 0.6931471) for s, _ in flat],
+               "train/acc": [(s, 0.5) for s, _ in flat], "val/acc": [(s, 0.5) for s, _ in flat]}
+    assert plot_curves(history, "zeros-seed1", tmp_path / "curves.png", num_classes=2)
+    loss_axis = drawn["curves.png"].axes[0]
+    low, high = loss_axis.get_ylim()
+    assert high - low >= 0.02 and low < math.log(2) < high
+    assert loss_axis.yaxis.get_major_formatter().get_useOffset() is False

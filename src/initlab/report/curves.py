@@ -50,6 +50,17 @@ def chance_loss(num_classes: int | None) -> dict[str, float]:
     return {f"chance: ln {num_classes} = {math.log(num_classes):.3g}": math.log(num_classes)}
 
 
+def flat_axis(ax: Any, min_span: float = 0.02) -> None:
+    """A curve that does not move (a zero init stuck at ln 2) is shown as what it is: plain
+    tick values (no "1e-6 + 6.9314e-1" offset) on a range of at least ``min_span`` around it,
+    not its float noise blown up to fill the panel."""
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+    low, high = ax.get_ylim()
+    if high - low < min_span:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - min_span / 2, middle + min_span / 2)
+
+
 @dataclass
 class Line:
     """One curve: which panel (``loss`` or ``acc``), its points and how it looks."""
@@ -92,6 +103,8 @@ def draw_curves(lines: Sequence[Line], path: Path, title: str | None = None,
         ylabels = (f"{ylabels[0]} (log scale)", ylabels[1])
     for ax, ylabel in zip(axes, ylabels):
         ax.set(xlabel="training step", ylabel=ylabel)
+        if ax.get_yscale() == "linear":
+            flat_axis(ax)
         ax.grid(alpha=0.3, which="both" if ax.get_yscale() == "log" else "major")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
