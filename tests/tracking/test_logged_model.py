@@ -118,3 +118,13 @@ def test_system_metrics_only_with_the_switch(trained, tmp_path, monkeypatch):
     assert on.info.status == "FINISHED"
     assert "system/cpu_utilization_percentage" in on.data.metrics
     assert "system/system_memory_usage_megabytes" in on.data.metrics
+
+
+def test_an_empty_split_has_a_digest_too():
+    """A data set without a validation split (val_fraction 0) is still logged."""
+    import torch
+
+    from initlab.tracking.datasets import digest
+
+    empty = digest(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert len(empty) == 8 and empty != digest(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))

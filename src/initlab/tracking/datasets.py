@@ -27,7 +27,8 @@ def digest(x: torch.Tensor, y: torch.Tensor) -> str:
     for t in (x, y):
         a = np.ascontiguousarray(t.detach().cpu().numpy())
         h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
+        if a.size:  # an empty split (val_fraction 0) has no bytes: memoryview refuses it
+            h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
