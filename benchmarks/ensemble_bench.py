@@ -6,7 +6,7 @@
 Rows (wall-clock seconds; compare ratios on a shared machine):
 
 1. **S4 sweep**: ``python train.py -m experiment=s4_circles init=zeros,random,he seed=range(20)
-   hydra/launcher=ensemble callbacks=none diagnostics=off`` (60 runs, start-up and tracking
+   hydra/launcher=ensemble callbacks=none`` (60 runs, diagnostics, start-up and tracking
    included) against one ordinary ``python train.py experiment=s4_circles`` (target <= 3x), also
    with ``hydra.launcher.records=fast`` (no curves figure or logged model per run); with
    ``--ordinary-sweep`` also the same 60 runs with the ordinary launcher, and the median test
@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENSEMBLE = ["hydra/launcher=ensemble", "callbacks=none", "diagnostics=off",
+ENSEMBLE = ["hydra/launcher=ensemble", "callbacks=none",
             "trainer.enable_progress_bar=false"]
 
 
@@ -80,7 +80,7 @@ def s4_rows(a, store: Path, rows: list) -> None:
     rows.append((f"S4 sweep, {n} runs, records=fast / one ordinary run", fast, one, fast / one,
                  "<= 3"))
     if a.ordinary_sweep:
-        ordinary = cli(["-m", *sweep, "callbacks=none", "diagnostics=off",
+        ordinary = cli(["-m", *sweep, "callbacks=none",
                         "trainer.enable_progress_bar=false"], store, "ord")
         rows.append((f"S4 sweep, {n} runs, ensemble / ordinary launcher", ens, ordinary,
                      ens / ordinary, "(speed-up)"))
@@ -100,7 +100,7 @@ def deep_rows(a, store: Path, rows: list) -> None:
     depth, seeds, families = (3, 2, "he,xavier") if a.quick else (30, 10, "he,xavier,lecun,orthogonal")
     n = seeds * len(families.split(","))
     net = ["dataset=digits", "model=mlp_deep", f"model.depth={depth}", "model.width=100",
-           "model.activation=relu", "trainer.max_epochs=1"]
+           "model.activation=relu", "trainer.max_epochs=1", "diagnostics=off"]  # training only
     ens = cli(["-m", *net, f"init={families}", f"seed=range({seeds})", *ENSEMBLE], store,
               "deep_ens")
     k = min(a.ordinary_runs, seeds)

@@ -33,7 +33,7 @@ def test_jobs_group_by_everything_but_init_and_seed(make_cfg):
     ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches"),
     ("trainer=ddp_cpu", "trainer.devices"),
     ("callbacks=early_stopping", "callbacks.early_stopping"),
-    ("diagnostics=default", "callbacks.diagnostics"),
+    ("callbacks=default", "callbacks.model_checkpoint"),
     ("optimizer._target_=torch.optim.LBFGS", "optimizer._target_"),
     ("model=lenet dataset=mnist5k", "model._target_"),
 ])

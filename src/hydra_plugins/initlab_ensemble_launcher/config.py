@@ -1,8 +1,8 @@
 """The launcher's settings (``hydra.launcher.*``), registered as ``hydra/launcher=ensemble``."""
 
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -20,8 +20,16 @@ class EnsembleLauncherConf:
     # full: every member run holds what an ordinary run holds; fast: without curves.png and the
     # MLflow logged model / dataset inputs (about 1.4 s a run on 2 cores; for large S4 sweeps).
     records: str = "full"
-    # Checked on every job's config before the sweep starts (initlab.config.sweep.SweepCheck).
-    config_check: str = "initlab.ensemble.checks.check_ensemble"
+    # Checked on every job's config before the sweep starts (initlab.config.sweep.SweepCheck):
+    # the engine's rules (initlab.ensemble.checks), then devices / submitit below.
+    config_check: str = "hydra_plugins.initlab_ensemble_launcher.launcher.check_job"
+    # Where chunks train (initlab.ensemble.placement): null (cpu, or cuda:0 with trainer=gpu),
+    # a count N (N CUDA devices with trainer=gpu, else N CPU workers) or a list of names.
+    devices: Any = None
+    # null: train here; local or slurm: each group one submitit job (initlab.ensemble.submit).
+    submitit: Optional[str] = None
+    # The submitit executor's parameters (the keys of hydra/launcher=slurm; submitit_folder).
+    submitit_params: Dict[str, Any] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ensemble_settings", node=EnsembleLauncherConf,

@@ -8,7 +8,11 @@ Each member still goes through ``run_job`` first, with a task function that only
 its ``.hydra/`` files and runs the ``on_job_start`` callbacks.  Its config (with the ``hydra``
 node) is then made current with ``HydraConfig.set_config`` whenever its run is created or
 recorded.  The Optuna sweeper hands over one trial per call from each of its ``n_jobs`` worker
-threads: calls that arrive together (``batch_window_s``) are trained together."""
+threads: calls that arrive together (``batch_window_s``) are trained together.
+
+Groups' chunks are spread over ``devices`` (``initlab.ensemble.placement``, one worker thread
+per device); with ``submitit`` (local or slurm) each group is instead one submitit job that
+runs this launcher on that group alone in a fresh process (``initlab.ensemble.submit``)."""
 
 from __future__ import annotations
 
@@ -19,8 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, \
-    setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -28,10 +31,58 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger(__name__)
 
 
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def settings_error(devices: Any, submitit: Any, accelerator: str = "gpu",
+                   cuda_count: int | None = None) -> Any:
+    """The ``ConfigError`` for bad ``hydra.launcher.devices`` / ``submitit``, or None.  Without
+    ``cuda_count`` only the shape of ``devices`` is checked."""
+    from initlab.ensemble.placement import device_names
+    from initlab.errors import ConfigError
+
+    if submitit not in (None, "local", "slurm"):
+        return ConfigError(f"hydra.launcher.submitit = {submitit} is not allowed: null (train "
+                           "here), local or slurm (one submitit job per group) is expected.",
+                           key="hydra.launcher.submitit", value=submitit,
+                           allowed="null, local, slurm")
+    try:
+        device_names(devices, accelerator, 1 << 16 if cuda_count is None else cuda_count)
+    except (ValueError, TypeError) as err:
+        return ConfigError(f"hydra.launcher.devices = {devices} is not allowed ({err}): null, a "
+                           "count N or a list of cpu / cuda:<index> naming devices this "
+                           "machine has is expected.", key="hydra.launcher.devices",
+                           value=devices, allowed="null, N >= 1, [cpu | cuda:<index>, ...]")
+    return None
+
+
+def check_job(cfg: DictConfig) -> None:
+    """``hydra.launcher.config_check``: what the engine cannot train exactly
+    (``initlab.ensemble.checks``), then the launcher's own settings; CUDA devices are checked
+    against this machine's unless the groups go to submitit jobs."""
+    from initlab.ensemble.checks import check_ensemble
+
+    check_ensemble(cfg)
+    node = OmegaConf.select(cfg, "hydra.launcher") or {}
+    devices = node.get("devices")
+    devices = OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices
+    submitit = node.get("submitit")
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    err = settings_error(devices, submitit, accelerator,
+                         None if submitit is not None else _cuda_count())
+    if err is not None:
+        raise err
+
+
 class EnsembleLauncher(Launcher):
     def __init__(self, max_members: int | None = None, memory_budget_mb: float = 2048.0,
                  batch_window_s: float = 1.0, records: str = "full",
-                 config_check: str | None = None) -> None:
+                 config_check: str | None = None, devices: Any = None,
+                 submitit: str | None = None, submitit_params: Any = None) -> None:
+        from .members import RecordLock
         if records not in ("full", "fast"):
             from initlab.config import refuse
             from initlab.errors import ConfigError
@@ -42,6 +93,14 @@ class EnsembleLauncher(Launcher):
         self.records = records
         self.max_members, self.memory_budget_mb = max_members, float(memory_budget_mb)
         self.batch_window_s = float(batch_window_s)
+        self.devices = OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices
+        self.submitit = submitit
+        self.submitit_params = (OmegaConf.to_container(submitit_params, resolve=True)
+                                if OmegaConf.is_config(submitit_params) else submitit_params) or {}
+        self.settings = {"max_members": max_members, "memory_budget_mb": memory_budget_mb,
+                         "records": records, "devices": self.devices}  # for a submitit job
+        self.record_lock = RecordLock()
+        self._check_settings()
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -49,6 +108,25 @@ class EnsembleLauncher(Launcher):
         self._queue: list[dict[str, Any]] = []
         self._leader = False
         self._run_lock = threading.Lock()
+
+    def _check_settings(self) -> None:
+        from initlab.config import refuse
+
+        err = settings_error(self.devices, self.submitit)
+        if err is not None:
+            refuse(err)
+
+    def placement_devices(self, cfg: DictConfig) -> list:
+        """The devices chunks are placed on, with their budgets (``initlab.ensemble.placement``)."""
+        from initlab.config import refuse
+        from initlab.ensemble.placement import budgets, device_names
+
+        accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+        err = settings_error(self.devices, self.submitit, accelerator, _cuda_count())
+        if err is not None:
+            refuse(err)
+        return budgets(device_names(self.devices, accelerator, _cuda_count()),
+                       self.memory_budget_mb)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -110,7 +188,6 @@ class EnsembleLauncher(Launcher):
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
         for overrides, idx in jobs:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -124,18 +201,31 @@ class EnsembleLauncher(Launcher):
                 refuse(ConfigError(f"in job {idx} ({' '.join(filter_overrides(overrides))}): "
                                    f"{err}", key=err.key, value=err.value, allowed=err.allowed))
             configs.append(cfg)
+        if self.submitit is None:
+            self.placement_devices(configs[0])  # refused before anything exists
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         groups = group_jobs(configs)
         log.info("Launching %d jobs: %d stacked group(s), %d ordinary job(s)", len(jobs),
                  sum(len(g) > 1 for g in groups), sum(len(g) == 1 for g in groups))
         results: dict[int, JobReturn] = {}
         with self._run_lock:
+            if self.submitit is not None:
+                from initlab.ensemble.submit import submit_groups
+
+                returns = submit_groups(self, [[jobs[i] for i in g] for g in groups],
+                                        [[configs[i] for i in g] for g in groups])
+                return _in_order(groups, returns)
+            stacked = []
             for group in groups:
                 if len(group) == 1:
                     i = group[0]
                     log.info("\t#%d : %s", jobs[i][1], " ".join(filter_overrides(jobs[i][0])))
                     results[i] = self._run(configs[i], self.task_function)
+                    configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
                 else:
-                    results.update(self._run_group([(i, configs[i], jobs[i]) for i in group]))
+                    stacked.append([(i, configs[i], jobs[i]) for i in group])
+            if stacked:
+                results.update(self._run_groups(stacked))
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [results[i] for i in range(len(jobs))]
 
@@ -144,15 +234,28 @@ class EnsembleLauncher(Launcher):
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
                        configure_logging=configure_logging)
 
-    def _run_group(self, group: list[tuple[int, DictConfig, tuple]]) -> dict[int, JobReturn]:
+    def _run_groups(self, groups: list[list[tuple[int, DictConfig, tuple]]]
+                    ) -> dict[int, JobReturn]:
         from . import members
 
-        log.info("Stacking %d jobs: #%s", len(group), ", #".join(str(job[1]) for _, _, job in group))
-        prepared = []
-        for _, cfg, _ in group:
-            prepared.append(members.prepare_member(self, cfg))
-            # One copy of the data for the group: its members' data configs are equal (the
-            # shuffle seed aside, which only the samplers use).
-            prepared[-1].member.job.datamodule.splits = prepared[0].member.job.datamodule.splits
-        members.train(self, prepared)
-        return {i: p.job_return for (i, _, _), p in zip(group, prepared)}
+        prepared_groups = []
+        for group in groups:
+            log.info("Stacking %d jobs: #%s", len(group),
+                     ", #".join(str(job[1]) for _, _, job in group))
+            prepared = []
+            for _, cfg, _ in group:
+                prepared.append(members.prepare_member(self, cfg))
+                # One copy of the data for the group: its members' data configs are equal
+                # (the shuffle seed aside, which only the samplers use).
+                prepared[-1].member.job.datamodule.splits = \
+                    prepared[0].member.job.datamodule.splits
+            prepared_groups.append(prepared)
+        members.train(self, prepared_groups)
+        return {i: p.job_return for group, prepared in zip(groups, prepared_groups)
+                for (i, _, _), p in zip(group, prepared)}
+
+
+def _in_order(groups: list[list[int]], returns: list[list[JobReturn]]) -> list[JobReturn]:
+    """Each group's ``JobReturn``s back in the jobs' order."""
+    by_job = {i: r for group, rets in zip(groups, returns) for i, r in zip(group, rets)}
+    return [by_job[i] for i in range(len(by_job))]

@@ -2,12 +2,19 @@
 
 ``prepare_member`` runs the job through Hydra's ``run_job`` with a task function that only
 checks and prepares it (``initlab.engine.build.prepare``, under the member's seed: initial
-weights bit for bit those of its ordinary job).  ``train`` trains the prepared members in
-chunks (``initlab.ensemble.memory``) and fills each ``JobReturn`` with the member's objective,
-or with the exception that ended the group."""
+weights bit for bit those of its ordinary job).  ``train`` cuts the prepared groups into chunks
+(``initlab.ensemble.memory``), places the chunks on the devices (``initlab.ensemble.placement``),
+trains each device's chunks in order in one worker thread, and fills each ``JobReturn`` with
+the member's objective, or with the exception that ended its chunk.
+
+Workers share one process, and a member's records read Hydra's job context, a process-wide
+singleton: ``RecordLock`` lets one thread at a time through from a member's ``enter`` to the end
+of its ``open``/``close``, and through every metrics write (one SQLite writer at a time)."""
 
 
 import logging
+import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +55,76 @@ def prepare_member(launcher: Any, cfg: DictConfig) -> Prepared:
     if ret.status != JobStatus.COMPLETED:
         raise ret._return_value  # an exception while preparing: not a training failure
     hydra = made["hydra"]
-    enter = lambda: HydraConfig.instance().set_config(hydra)  # noqa: E731
-    member = Member(index=int(cfg.hydra.job.num), cfg=ret.cfg, job=made["job"],
-                    name=made["name"], enter=enter)
+    lock = launcher.record_lock
+    member = _placed_class(Member)(index=int(cfg.hydra.job.num), cfg=ret.cfg, job=made["job"],
+                                   name=made["name"], enter=lambda: lock.enter(hydra))
+    member.lock = lock
     return Prepared(hydra, ret, member)
+
+
+class RecordLock:
+    """One worker thread at a time through a member's records (module docstring); ``stop``
+    asks every worker to end its chunk (its runs KILLED) at its next metrics write."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mine = threading.local()
+        self.stop = threading.Event()
+
+    def held(self) -> bool:
+        return getattr(self._mine, "held", False)
+
+    def acquire(self) -> bool:
+        """Take the lock unless this thread holds it; True if it was taken now."""
+        if self.held():
+            return False
+        self._lock.acquire()
+        self._mine.held = True
+        return True
+
+    def release(self) -> None:
+        if self.held():
+            self._mine.held = False
+            self._lock.release()
+
+    def enter(self, hydra: DictConfig) -> None:
+        self.acquire()  # released at the end of the member's open() / close()
+        HydraConfig.instance().set_config(hydra)
+
+
+_PLACED: dict[type, type] = {}
+
+
+def _placed_class(member_class: type) -> type:
+    """``member_class`` whose open/close/flush go through the member's ``RecordLock``."""
+    if member_class not in _PLACED:
+        class Placed(member_class):
+            lock: RecordLock
+
+            def open(self, device: str) -> None:
+                try:
+                    super().open(device)
+                finally:
+                    self.lock.release()
+
+            def close(self, error: BaseException | None = None) -> None:
+                try:
+                    super().close(error)
+                finally:
+                    self.lock.release()
+
+            def flush(self) -> None:
+                if self.lock.stop.is_set() and not self.done:
+                    raise KeyboardInterrupt()  # another worker stopped: end this chunk too
+                took = self.lock.acquire()
+                try:
+                    super().flush()
+                finally:
+                    if took:
+                        self.lock.release()
+
+        _PLACED[member_class] = Placed
+    return _PLACED[member_class]
 
 
 def _finish(member: Any, figures: bool = True) -> None:
@@ -83,49 +156,132 @@ def _log_files(prepared: list[Prepared]) -> list[logging.Handler]:
     return handlers
 
 
-def chunks(launcher: Any, prepared: list[Prepared]) -> list[list[Prepared]]:
+def chunks(launcher: Any, prepared: list[Prepared], budget_bytes: int
+           ) -> list[tuple[list[Prepared], float]]:
+    """The group's chunks (at most as many members as ``budget_bytes`` holds) with their
+    estimated costs (``initlab.ensemble.placement.chunk_cost``)."""
     import torch
 
     from initlab.ensemble.checks import PRECISIONS
     from initlab.ensemble.memory import member_bytes, members_per_chunk
+    from initlab.ensemble.placement import chunk_cost
 
     first = prepared[0].member
     dm, model = first.job.datamodule, first.job.module.model
     n_train = len(dm.splits["train"][0])
     batch = min(dm.batch_size or n_train, n_train)
     dtype = getattr(torch, PRECISIONS[str(first.cfg.trainer.get("precision", "32-true"))])
-    size = members_per_chunk(member_bytes(model, batch, dm.splits["train"][0][0].numel(), dtype),
-                             launcher.memory_budget_mb, launcher.max_members)
+    per_member = member_bytes(model, batch, dm.splits["train"][0][0].numel(), dtype)
+    size = members_per_chunk(per_member, budget_bytes / 2**20, launcher.max_members)
     if size < len(prepared):
-        log.info("%d members in chunks of at most %d (hydra.launcher.memory_budget_mb=%g, "
-                 "max_members=%s)", len(prepared), size, launcher.memory_budget_mb,
-                 launcher.max_members)
-    return [prepared[i:i + size] for i in range(0, len(prepared), size)]
+        log.info("%d members in chunks of at most %d (memory budget %.0f MB, max_members=%s)",
+                 len(prepared), size, budget_bytes / 2**20, launcher.max_members)
+    per_epoch = int(dm.steps_per_epoch or math.ceil(n_train / batch))
+    steps = int(first.cfg.trainer.max_epochs) * per_epoch
+    return [(prepared[i:i + size], chunk_cost(len(prepared[i:i + size]), per_member, steps))
+            for i in range(0, len(prepared), size)]
 
 
-def train(launcher: Any, prepared: list[Prepared]) -> None:
+def train_chunk(launcher: Any, chunk: list[Prepared], device: str | None = None) -> None:
+    """Train one chunk on ``device`` and fill its members' ``JobReturn``s."""
     from initlab.ensemble.engine import GroupTrainer
     from initlab.jobs.train import objective
 
-    handlers = _log_files(prepared)
     try:
-        for chunk in chunks(launcher, prepared):
+        full = launcher.records == "full"
+        GroupTrainer([p.member for p in chunk], finish=lambda m: _finish(m, full),
+                     logged_models=full, device=device).run()
+    except KeyboardInterrupt:
+        raise
+    except Exception:  # noqa: BLE001 - the members it ended fail with it (below)
+        log.exception("the stacked group failed")
+    finally:
+        chunk[0].member.lock.release()  # if an exception left it held
+    for p in chunk:
+        if p.member.error is not None:  # the members that had not finished
+            p.job_return.status = JobStatus.FAILED
+            p.job_return.return_value = p.member.error
+            continue
+        try:
+            p.job_return.return_value = objective(p.member.cfg, p.member.metrics)
+            p.job_return.status = JobStatus.COMPLETED
+        except Exception as err:  # noqa: BLE001 - e.g. optimized_metric never logged
+            p.job_return.status, p.job_return.return_value = JobStatus.FAILED, err
+
+
+def _worker(launcher: Any, chunks_: list[list[Prepared]], device: str,
+            errors: list[BaseException], done: threading.Event) -> None:
+    try:
+        _train_chunks(launcher, chunks_, device, errors)
+    finally:
+        done.set()
+
+
+def _train_chunks(launcher: Any, chunks_: list[list[Prepared]], device: str,
+                  errors: list[BaseException]) -> None:
+    """One device's chunks, in order; an interrupt (Ctrl-C, or another worker's) ends them."""
+    for chunk in chunks_:
+        if launcher.record_lock.stop.is_set():
+            err: BaseException = KeyboardInterrupt()
+        else:
             try:
-                full = launcher.records == "full"
-                GroupTrainer([p.member for p in chunk], finish=lambda m: _finish(m, full),
-                             logged_models=full).run()
-            except Exception:  # noqa: BLE001 - the members it ended fail with it (below)
-                log.exception("the stacked group failed")
-            for p in chunk:
-                if p.member.error is not None:  # the members that had not finished
-                    p.job_return.status = JobStatus.FAILED
-                    p.job_return.return_value = p.member.error
-                    continue
-                try:
-                    p.job_return.return_value = objective(p.member.cfg, p.member.metrics)
-                    p.job_return.status = JobStatus.COMPLETED
-                except Exception as err:  # noqa: BLE001 - e.g. optimized_metric never logged
-                    p.job_return.status, p.job_return.return_value = JobStatus.FAILED, err
+                train_chunk(launcher, chunk, device)
+                continue
+            except BaseException as caught:  # noqa: BLE001 - handed to the main thread
+                err = caught
+                launcher.record_lock.stop.set()
+                errors.append(caught)
+        for p in chunk:  # stopped or never started (then no run was created)
+            p.job_return.status = JobStatus.FAILED
+            p.job_return.return_value = p.member.error or err
+
+
+def train(launcher: Any, groups: list[list[Prepared]]) -> None:
+    """Train every group's chunks, placed on ``launcher.placement_devices(cfg)``."""
+    from initlab.ensemble.placement import plan
+    from initlab.tracking import interrupts
+
+    devices = launcher.placement_devices(groups[0][0].member.cfg)
+    budget = min(d.budget_bytes for d in devices)
+    cut = [c for g in groups for c in chunks(launcher, g, budget)]
+    placed = plan([cost for _, cost in cut], len(devices))
+    if len(devices) > 1:
+        log.info("%d chunk(s) on %s: %s", len(cut), ", ".join(d.name for d in devices),
+                 "; ".join(f"{d.name}: chunks {placed[k]}" for k, d in enumerate(devices)))
+    handlers = _log_files([p for g in groups for p in g])
+    launcher.record_lock.stop.clear()
+    errors: list[BaseException] = []
+    try:
+        if len(devices) == 1:  # devices=null: each group's trainer says (engine.device_for)
+            only = devices[0].name if launcher.devices is not None else None
+            for chunk, _ in cut:
+                train_chunk(launcher, chunk, only)
+            return
+        done = [threading.Event() for _ in devices]
+        threads = [threading.Thread(target=_worker, name=f"ensemble-{d.name}-{k}", daemon=True,
+                                    args=(launcher, [cut[i][0] for i in placed[k]], d.name,
+                                          errors, done[k]))
+                   for k, d in enumerate(devices)]
+        # Held open here so that the workers' own (GroupTrainer's) never install or restore
+        # threading.excepthook concurrently.  The main thread waits on events, not join(): a
+        # join interrupted by Ctrl-C was seen to mark a running thread as ended (CPython 3.11).
+        with interrupts.watching_threads():
+            for t in threads:
+                t.start()
+            try:
+                with interrupts.handling():
+                    while not all(e.wait(0.2) for e in done):
+                        pass
+            except BaseException:
+                launcher.record_lock.stop.set()  # each worker ends its chunk (runs KILLED)
+                while not all(e.wait(0.2) for e in done):
+                    pass
+                raise
+        for t in threads:
+            t.join()
+        for err in errors:
+            if isinstance(err, KeyboardInterrupt):
+                raise err
     finally:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)

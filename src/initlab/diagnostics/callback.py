@@ -26,7 +26,6 @@ zero measures and logs.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -39,21 +38,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from initlab.diagnostics import backward, figures, jacobian
-from initlab.diagnostics.histograms import histogram_data, plot_row
-from initlab.diagnostics.layerstats import Layer, Measurement, layers_of, measure, signal_ratio
-from initlab.diagnostics.records import (ARTIFACT_DIR, HIST_FILE, PREFIX, STATS_FILE,
-                                         classify_signal, flat_metrics, init_record, predictions,
-                                         probe_loss)
+from initlab.diagnostics import jacobian, probes
+from initlab.diagnostics.layerstats import Layer, layers_of
+from initlab.diagnostics.probes import (BACKWARD_FILE, SPECTRUM_FILE, TAG_RATIO,  # noqa: F401
+                                        TAG_SIGNAL)
+from initlab.diagnostics.records import ARTIFACT_DIR, PREFIX, probe_loss
 from initlab.tracking.artifacts import save_weights
 from initlab.tracking.logger import mlflow_logger
 
 log = logging.getLogger(__name__)
 
-TAG_SIGNAL = "initlab.diag.signal"
-TAG_RATIO = "initlab.diag.signal_ratio"
-BACKWARD_FILE = "backward.png"
-SPECTRUM_FILE = "jacobian_spectrum.png"  # at init; jacobian_spectrum_step<N>.png at the last
 INITIAL_WEIGHTS = "initial_weights.safetensors"  # in the run's weights/, beside final_weights
 
 
@@ -85,6 +79,13 @@ class InitDiagnostics(Callback):
         self._step_stats: dict[str, dict[str, float]] = {}
         self._checked_first_epoch = False
 
+    @property
+    def settings(self) -> probes.Settings:
+        """What the measurements need (``initlab.diagnostics.probes``)."""
+        return probes.Settings(threshold=self.threshold, backward=self.backward,
+                               jacobian=self.jacobian, jacobian_inputs=self.jacobian_inputs,
+                               bins=self.bins, plot=self.plot)
+
     # ---- helpers ---------------------------------------------------------------------------
     @staticmethod
     def _net(pl_module: L.LightningModule) -> torch.nn.Module:
@@ -104,21 +105,11 @@ class InitDiagnostics(Callback):
             logger.log_metrics(finite, step=step)
 
     def _check_signal(self, trainer: L.Trainer, ratio: float | None, when: str) -> None:
-        signal = classify_signal(ratio, self.vanishing_below, self.exploding_above)
-        if signal == self.signal:
-            return
-        first = self.signal is None
-        self.signal = signal
         logger = self._mlflow(trainer)
-        if logger is not None and (first or signal != "ok"):
-            logger.experiment.set_tag(logger.run_id, TAG_SIGNAL, signal)
-            logger.experiment.set_tag(logger.run_id, TAG_RATIO,
-                                      "n/a" if ratio is None else f"{ratio:.4g}")
-        if signal in ("vanishing", "exploding"):
-            log.warning(
-                "%s signal %s: last/first hidden-layer activation std = %.3g (thresholds %g / %g); "
-                "the init may not suit this depth and activation", when, signal, ratio,
-                self.vanishing_below, self.exploding_above)
+        set_tag = (None if logger is None else
+                   lambda key, value: logger.experiment.set_tag(logger.run_id, key, value))
+        self.signal = probes.signal_change(self.signal, ratio, self.vanishing_below,
+                                           self.exploding_above, set_tag, when, log)
 
     # ---- at initialization -----------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -143,61 +134,16 @@ class InitDiagnostics(Callback):
                 path = save_weights(net, Path(tmp) / INITIAL_WEIGHTS)
                 logger.experiment.log_artifact(logger.run_id, str(path), "weights")
         loss_fn = probe_loss(pl_module, self._probe[1])
-        m = measure(net, self._probe[0], threshold=self.threshold, loss_fn=loss_fn,
-                    layers=self._layers)
-        preds = predictions(m, net)
-        back_preds = self._backward(net, loss_fn, m, preds)
-        jac = self._jacobian(net, preds)
-        self._log(trainer, {**flat_metrics(m, preds), **jacobian.flat_metrics(jac, PREFIX)},
-                  step=0)
-        self._check_signal(trainer, signal_ratio(m), "at initialization:")
+        r = probes.measure_at_init(net, self._probe[0], loss_fn, self._layers, self.settings)
+        self._log(trainer, r.metrics, step=0)
+        self._check_signal(trainer, r.ratio, "at initialization:")
         if logger is not None:
-            hists = histogram_data(m, self.bins)
-            record = init_record(m, preds, hists, probe_size=len(x),
-                                 threshold=self.threshold, jacobian=jac)
             with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
-                path = Path(tmp) / STATS_FILE
-                path.write_text(json.dumps(record))
-                logger.experiment.log_artifact(logger.run_id, str(path), ARTIFACT_DIR)
-                title = self._title(logger)
-                pngs = []
-                if self.plot and hists:
-                    pngs.append(plot_row(hists, f"activations at init ({title})",
-                                         Path(tmp) / HIST_FILE))
-                if self.plot and self.backward:
-                    pngs.append(figures.plot_backward(
-                        [layer.name for layer in m.layers], m.stats, back_preds,
-                        f"backward signal at init ({title})", Path(tmp) / BACKWARD_FILE))
-                if self.plot and jac is not None:
-                    pngs.append(figures.plot_spectrum(jac, f"Jacobian at init ({title})",
-                                                      Path(tmp) / SPECTRUM_FILE))
-                for png in pngs:
-                    logger.experiment.log_artifact(logger.run_id, str(png), ARTIFACT_DIR)
-        m.captured.pre.clear()
-        m.captured.act.clear()
+                for path in probes.init_files(r, len(x), self.settings, self._title(logger),
+                                              Path(tmp)):
+                    logger.experiment.log_artifact(logger.run_id, str(path), ARTIFACT_DIR)
+        probes.release(r.m)
         self.seconds += time.perf_counter() - start
-
-    def _backward(self, net, loss_fn, m: Measurement,
-                  preds: list[dict[str, float]] | None) -> list[dict[str, float]] | None:
-        """Backward statistics into ``m.stats`` and their predictions into ``preds``."""
-        if not self.backward:
-            return None
-        back = backward.measure_backward(net, self._probe[0], loss_fn, self._layers)
-        for name, row in back.items():
-            m.stats[name].update(row)
-        if preds is None:
-            return None
-        back_preds = backward.predictions(back, self._layers, preds)
-        for row, extra in zip(preds, back_preds):
-            row.update(extra)
-        return back_preds
-
-    def _jacobian(self, net, preds: list[dict[str, float]] | None) -> dict | None:
-        if not self.jacobian:
-            return None
-        q = [row["preact_var"] for row in preds] if preds is not None else None
-        return jacobian.measure_jacobian(net, self._probe[0][: self.jacobian_inputs],
-                                         self._layers, q)
 
     @staticmethod
     def _title(logger: MLFlowLogger) -> str:
@@ -228,7 +174,8 @@ class InitDiagnostics(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self._jacobian_due(trainer):
             start = time.perf_counter()
-            jac = self._jacobian(self._net(pl_module), None)
+            jac = probes.jacobian_of(self._net(pl_module), self._probe[0], self._layers,
+                                     self.settings, None)
             if jac is not None:
                 self._last_jacobian = (trainer.global_step, jac)
                 self._log(trainer, jacobian.flat_metrics(jac, PREFIX), step=trainer.global_step)
@@ -237,16 +184,10 @@ class InitDiagnostics(Callback):
             return
         start = time.perf_counter()
         self._sample = False
-        rows = []
-        for layer, before, grad in zip(self._layers, self._before, self._grad_norms):
-            w = layer.weight.weight.detach()
-            ratio = (w - before).norm() / before.norm().clamp_min(1e-12)
-            rows.append(torch.stack([grad if grad is not None else ratio.new_tensor(float("nan")),
-                                     ratio]))
-        values = torch.stack(rows).tolist()
+        after = [layer.weight.weight.detach() for layer in self._layers]
+        self._step_stats = probes.update_stats(self._layers, self._before, after,
+                                               self._grad_norms)
         self._before = []
-        self._step_stats = {layer.name: {"grad_norm": g, "update_ratio": r}
-                            for layer, (g, r) in zip(self._layers, values)}
         if self.every_n_steps:
             self._measure_and_log(trainer, pl_module)
         self.seconds += time.perf_counter() - start
@@ -265,14 +206,14 @@ class InitDiagnostics(Callback):
         self.seconds += time.perf_counter() - start
 
     def _measure_and_log(self, trainer, pl_module) -> None:
-        net = self._net(pl_module)
-        m = measure(net, self._probe[0], threshold=self.threshold, layers=self._layers)
-        self._backward(net, probe_loss(pl_module, self._probe[1]), m, None)
-        self._log(trainer, flat_metrics(m, extra=self._step_stats), step=trainer.global_step)
+        metrics, ratio = probes.measure_during(self._net(pl_module), self._probe[0],
+                                               probe_loss(pl_module, self._probe[1]),
+                                               self._layers, self.settings, self._step_stats)
+        self._log(trainer, metrics, step=trainer.global_step)
         self._step_stats = {}
         if not self._checked_first_epoch:
             self._checked_first_epoch = True
-            self._check_signal(trainer, signal_ratio(m), "after the first diagnostics step:")
+            self._check_signal(trainer, ratio, "after the first diagnostics step:")
 
     def on_train_end(self, trainer, pl_module) -> None:
         """The Jacobian histogram at the last sampled step, while the run is still open."""
@@ -282,9 +223,7 @@ class InitDiagnostics(Callback):
         start = time.perf_counter()
         step, jac = self._last_jacobian
         with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
-            name = SPECTRUM_FILE.replace(".png", f"_step{step}.png")
-            png = figures.plot_spectrum(jac, f"Jacobian at step {step} ({self._title(logger)})",
-                                        Path(tmp) / name)
+            png = probes.spectrum_file(jac, step, self._title(logger), Path(tmp))
             logger.experiment.log_artifact(logger.run_id, str(png), ARTIFACT_DIR)
         self.seconds += time.perf_counter() - start
 

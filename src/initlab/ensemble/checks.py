@@ -5,7 +5,13 @@ Exact means: per member, the same optimizer update as the Lightning path, becaus
 loss is the sum of the members' mean losses (so each member's gradient is its own) and the
 optimizers below update every parameter element by element.  A Trainer option or callback that
 couples elements (gradient clipping by norm, accumulation, ReduceLROnPlateau) or needs
-Lightning's loop (checkpoints, EMA, early stopping, DDP, profilers) is refused."""
+Lightning's loop (checkpoints, EMA, early stopping, DDP, profilers) is refused.  The
+diagnostics (``diagnostics=...``) and Optuna pruning are reimplemented per member.
+
+Checkpoints are refused rather than imitated: a member's ``last.ckpt`` would have to hold the
+Lightning loop and optimizer state that ``train.py ckpt_path=...`` resumes from, and the stacked
+optimizer's state is not a Lightning checkpoint; ``callbacks=none`` drops them (the final weights
+and logged model are still recorded)."""
 
 from __future__ import annotations
 
@@ -31,7 +37,9 @@ TRAINER: dict[str, Any] = {
     "enable_model_summary": None, "enable_progress_bar": None,
 }
 # Callbacks the engine reimplements per member (the rest are Lightning-only).
-CALLBACKS = ("initlab.search.pruning.OptunaPruning",)
+CALLBACKS = ("initlab.search.pruning.OptunaPruning",
+             "initlab.diagnostics.callback.InitDiagnostics")
+CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
 HINT = "run it with the ordinary launcher (drop hydra/launcher=ensemble)"
 
 
@@ -78,7 +86,15 @@ def check_ensemble(cfg: DictConfig) -> None:
     for name, cb in (node.get("callbacks") or {}).items():
         if cb is None or not cb.get("_target_"):
             continue
+        if cb["_target_"] == CHECKPOINT:
+            raise ConfigError(
+                f"callbacks.{name} = {CHECKPOINT} is not allowed with hydra/launcher=ensemble: "
+                "the stacked engine writes no Lightning checkpoints (last.ckpt / best.ckpt), so "
+                "a member could not be resumed with ckpt_path=<run id>; its final weights and "
+                "logged model are still recorded. Add callbacks=none to the command "
+                "(diagnostics stay on), or " + HINT + ".",
+                key=f"callbacks.{name}", value=cb["_target_"], allowed="callbacks=none")
         if cb["_target_"] not in CALLBACKS:
             raise _refuse(f"callbacks.{name}", cb["_target_"],
-                          "no Lightning-only callback (callbacks=none diagnostics=off; Optuna "
-                          "pruning is reimplemented per member)")
+                          "no Lightning-only callback (callbacks=none; the diagnostics and "
+                          "Optuna pruning are reimplemented per member)")

@@ -6,7 +6,8 @@ last step, ``test/*`` after the last step, ``init/*`` at step 0).
 Each member draws its own batches (an ``IndexSampler`` with its own seed, as its data module
 would).  A member whose loss sum is not finite at a check (every ``divergence_check_every``
 steps and at epoch ends), or that its Optuna trial prunes, is masked out of the summed loss,
-tested on its weights at that point, and its run ended; the others go on unaffected."""
+tested on its weights at that point, and its run ended; the others go on unaffected.
+Each member's diagnostics (``diagnostics=...``) run on its own module: ``ensemble.diagnostics``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from initlab.data.batches import IndexSampler
 from initlab.engine.datamodule import TensorDataModule
 from initlab.ensemble.checks import PRECISIONS
+from initlab.ensemble.diagnostics import GroupDiagnostics
 from initlab.ensemble.members import GroupHeartbeat, Member
 from initlab.ensemble.stacked import StackedModel
 from initlab.inits import init_metrics
@@ -51,13 +53,13 @@ class GroupTrainer:
 
     def __init__(self, members: Sequence[Member],
                  finish: Callable[[Member], None] = lambda m: None,
-                 logged_models: bool = True) -> None:
+                 logged_models: bool = True, device: torch.device | None = None) -> None:
         self.members = list(members)
         self.finish = finish
         self.logged_models = logged_models  # False: no dataset inputs / MLflow logged models
         cfg = self.members[0].cfg
         self.cfg = cfg
-        self.device = device_for(cfg)
+        self.device = device_for(cfg) if device is None else torch.device(device)  # placement
         self.dtype = getattr(torch, PRECISIONS[str(cfg.trainer.get("precision", "32-true"))])
         self.max_epochs = int(cfg.trainer.max_epochs)
         self.log_every = int(cfg.trainer.get("log_every_n_steps", 50))
@@ -117,8 +119,11 @@ class GroupTrainer:
         stacked = StackedModel([m.job.module.model for m in members], self.binary, self.device,
                                self.dtype)
         self.stacked = stacked
+        diag = self.diag = GroupDiagnostics(members, stacked)
+        diag.at_init()
         optimizer, scheduler, interval = self._optimizer(stacked)
         samplers = [_sampler(m.job.datamodule) for m in members]
+        batches = min(len(s) for s in samplers)
         x, y = self.splits["train"]
         active = torch.ones(len(members), dtype=torch.bool, device=self.device)
         for epoch in range(self.max_epochs):
@@ -132,7 +137,8 @@ class GroupTrainer:
             correct = torch.zeros(len(members), dtype=torch.long, device=self.device)
             guard = torch.zeros(len(members), dtype=self.dtype, device=self.device)
             count = 0
-            for batch in zip(*samplers):
+            for batch_idx, batch in enumerate(zip(*samplers)):
+                diag.due(self.step, epoch, batch_idx, batches)
                 if all(i is None for i in batch):
                     loss, right = stacked.losses(x, y, per_member=False)
                     n = len(y)
@@ -143,6 +149,7 @@ class GroupTrainer:
                     n = idx.shape[1]
                 optimizer.zero_grad(set_to_none=True)
                 torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+                diag.before_step(active)
                 optimizer.step()
                 if scheduler is not None and interval == "step":
                     scheduler.step()
@@ -152,6 +159,7 @@ class GroupTrainer:
                 guard.add_(loss)
                 count += n
                 self.step += 1
+                diag.after_step(active, self.step)
                 if self.step % self.log_every == 0:  # Lightning's step-logging condition
                     for m, value in zip(members, loss.tolist()):
                         if not m.done:
@@ -161,6 +169,7 @@ class GroupTrainer:
                     guard = self._check(guard, active, sums, correct, count, lr)
                     self._flush()
             self._check(guard, active, sums, correct, count, lr)
+            diag.epoch_end(active, self.step)
             self._epoch_end(active, sums, correct, count, lr)
             self._flush()
             if scheduler is not None and interval == "epoch":
@@ -168,6 +177,7 @@ class GroupTrainer:
         for i, m in enumerate(members):
             if not m.done:
                 self._test_and_close(i, m, float(self.max_epochs))
+        diag.report()
 
     def _check(self, guard, active, sums, correct, count, lr):
         """The divergence guard, per member: stop the members whose loss sum is not finite."""
@@ -218,6 +228,7 @@ class GroupTrainer:
         m.metrics.update(test)
         m.metrics.setdefault("diverged", 0.0)
         m.enter()
+        self.diag.at_end(i)
         model = self.stacked.load_into(i, m.job.module.model)
         if m.run is not None:
             out = HydraContext.current().output_dir or Path(tempfile.mkdtemp(prefix="initlab-"))

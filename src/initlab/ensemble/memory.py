@@ -4,8 +4,9 @@ Per member, the stacked step holds its parameters four times (weights, gradients
 optimizer moments) and, per layer, the activations of one training batch twice (forward values
 kept for the backward pass, and their gradients), plus its batch of inputs when members draw
 their own batches.  ``members_per_chunk`` divides the budget (``hydra.launcher.memory_budget_mb``)
-by that estimate; a group larger than the result trains in several chunks, one after another,
-each exactly as its members would alone."""
+by that estimate (the smallest device's budget: ``initlab.ensemble.placement``); a group larger
+than the result trains in several chunks, each exactly as its members would alone, placed on
+the devices by ``initlab.ensemble.placement.plan``."""
 
 from __future__ import annotations
 
