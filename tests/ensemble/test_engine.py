@@ -89,7 +89,9 @@ def test_initial_weights_are_bit_identical_to_the_trainer_paths(make_cfg):
     (DIGITS, [["init=he", "seed=0"], ["init=xavier", "seed=1"]]),
     ([*S4, "trainer.precision=64-true", "optimizer.momentum=0.9", "scheduler=step",
       "scheduler.step_size=1"], [["init=he", "seed=0"], ["init=lecun", "seed=1"]]),
-], ids=["s4-sgd-full-batch", "digits-adam-minibatch", "s4-float64-momentum-steplr"])
+    (DIGITS, [["init=xavier", "seed=2"]]),   # a chunk of one: called without vmap
+], ids=["s4-sgd-full-batch", "digits-adam-minibatch", "s4-float64-momentum-steplr",
+        "digits-one-member"])
 def test_losses_and_metrics_match_the_trainer_path(make_cfg, tmp_path, base, variants):
     group = members(make_cfg, base, variants)
     GroupTrainer(group).run()
