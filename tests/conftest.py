@@ -48,13 +48,14 @@ def default_sigint() -> None:
 
 
 def run_cli(tmp_path: Path, store: str, *args: str, timeout: float = 300,
-            check: bool = True) -> subprocess.CompletedProcess:
-    """``python train.py ARGS`` as a user runs it, with outputs and the store in tmp_path."""
+            check: bool = True, sweep_dir: str | None = None) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` as a user runs it, with outputs and the store in tmp_path
+    (``sweep_dir``: another ``hydra.sweep.dir``, e.g. with ``${now:...}`` as by default)."""
     cmd = [sys.executable, str(ROOT / "train.py"), *args,
            f"tracking.tracking_uri={store}",
            f"tracking.artifact_root={tmp_path}/mlruns/artifacts",
            f"hydra.run.dir={tmp_path}/outputs/run",
-           f"hydra.sweep.dir={tmp_path}/multirun"]
+           f"hydra.sweep.dir={sweep_dir or f'{tmp_path}/multirun'}"]
     # Test-only callbacks (tests/hooks.py, tests/failing.py) importable by the child.
     path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}

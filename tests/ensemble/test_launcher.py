@@ -31,7 +31,10 @@ def test_a_lightning_only_callback_is_refused_before_anything_exists(tmp_path, s
 
 @pytest.mark.slow
 def test_members_are_ordinary_runs_with_the_ordinary_metrics(tmp_path, store):
-    run_cli(tmp_path, store, "-m", ENSEMBLE, *S4, "init=he,random", "seed=0,1", timeout=600)
+    # A sweep dir with ${now:...} as by default (to the microsecond here): the members' runs,
+    # created after the launch, still find the sweep's folder and its parent run.
+    run_cli(tmp_path, store, "-m", ENSEMBLE, *S4, "init=he,random", "seed=0,1", timeout=600,
+            sweep_dir=f"{tmp_path}/multirun/${{now:%H-%M-%S-%f}}")
     client = MlflowClient(store)
     runs = all_runs(store, "s4_circles")
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

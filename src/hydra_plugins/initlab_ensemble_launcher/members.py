@@ -21,7 +21,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,13 @@ def prepare_member(launcher: Any, cfg: DictConfig) -> Prepared:
 
     ret = launcher._run(cfg, task, configure_logging=False)  # the group's log: _log_files
     if ret.status != JobStatus.COMPLETED:
-        raise ret._return_value  # an exception while preparing: not a training failure
+        ret.return_value  # noqa: B018 - re-raises the exception while preparing (not a training failure)
     hydra = made["hydra"]
+    # ${now:...} as the sweep resolved it (its config's resolver cache), not anew when the
+    # member's run is created later (a different second: another folder, no parent run)
+    for node, value in ((hydra.hydra.sweep, cfg.hydra.sweep.dir), (hydra.hydra.run, cfg.hydra.run.dir)):
+        with read_write(node):
+            node.dir = str(value)
     lock = launcher.record_lock
     member = _placed_class(Member)(index=int(cfg.hydra.job.num), cfg=ret.cfg, job=made["job"],
                                    name=made["name"], enter=lambda: lock.enter(hydra))
