@@ -10,7 +10,7 @@ figure), ``histograms.png`` (activation histograms at init, layer x init, S1's h
 figures), ``depth.png`` (per-layer pre-activation RMS and activation std through depth,
 measured and mean-field predicted, one line per init), ``boundaries.png`` (decision boundaries
 for 2-D data, S4), ``metrics.csv`` and ``summary.md`` (the table of final metrics grouped by
-init family and scale, mean +- std over seeds); then logs the folder as the artifacts of a new
+init family and scale, mean +- 95% t-interval over seeds); then logs the folder as the artifacts of a new
 run tagged ``initlab.kind=comparison``, so the MLflow UI shows it too.  A figure whose data no
 run has (no training curves in a forward-only study, no 2-D data) is left out and said so.
 
