@@ -10,8 +10,8 @@ from lightning.pytorch.loggers import Logger
 from initlab.engine.build import prepare
 from initlab.engine.fit import fit_and_test, make_trainer
 from initlab.ensemble.engine import GroupTrainer
-from initlab.ensemble.members import Member
 from initlab.ensemble.stacked import StackedModel
+from recording import Recorder, members
 
 # S4's net and data, 20 full-batch steps, a loss at every step.
 S4 = ["experiment=s4_circles", "trainer.max_epochs=2", "dataset.steps_per_epoch=10",
@@ -24,27 +24,6 @@ DIGITS = ["dataset=digits", "model.hidden=[16]", "dataset.batch_size=64", "optim
 FIRST_RTOL = 1e-6  # per-step losses, first 5 steps: float32 rounding of batched vs single matmuls
 LOSS_RTOL = 1e-4   # ... first 20 steps: S4's N(0,1)x10 init (loss ~300) amplifies that rounding
 FINAL_ATOL = 1e-3  # final losses after 20-50 steps; accuracies must agree exactly
-
-
-class Recorder:
-    """Stands in for a member's MLflow logger: every metric by (key, step)."""
-
-    def __init__(self) -> None:
-        self.metrics: dict[str, dict[int, float]] = {}
-
-    def log_metrics(self, metrics, step):
-        for k, v in metrics.items():
-            self.metrics.setdefault(k, {})[step] = float(v)
-
-
-def members(make_cfg, base, variants):
-    out = []
-    for i, extra in enumerate(variants):
-        cfg = make_cfg(*base, *extra, tracking=False)
-        m = Member(index=i, cfg=cfg, job=prepare(cfg), name=" ".join(extra))
-        m.logger = Recorder()
-        out.append(m)
-    return out
 
 
 class TrainerRecorder(Logger):

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from initlab.engine.build import prepare
 from initlab.engine.fit import fit_and_test, make_trainer
 from initlab.ensemble.engine import GroupTrainer
-from initlab.ensemble.members import Member
+from recording import members
 
 S4 = ["experiment=s4_circles", "trainer.max_epochs=2", "dataset.steps_per_epoch=10",
       "trainer.log_every_n_steps=3", "callbacks=none", "diagnostics=default",
@@ -26,15 +26,6 @@ S4 = ["experiment=s4_circles", "trainer.max_epochs=2", "dataset.steps_per_epoch=
 # After training steps: float32 rounding of the stacked (batched) steps against the single
 # net's (measured: at most 2.1e-7 relative over 20 steps of S4); at init: exactly equal.
 RTOL, ATOL = 1e-5, 1e-7
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.metrics: dict[str, dict[int, float]] = {}
-
-    def log_metrics(self, metrics, step):
-        for k, v in metrics.items():
-            self.metrics.setdefault(k, {})[step] = float(v)
 
 
 def trainer_diag(make_cfg, store, tmp_path, overrides) -> dict[str, dict[int, float]]:
@@ -49,12 +40,7 @@ def trainer_diag(make_cfg, store, tmp_path, overrides) -> dict[str, dict[int, fl
 
 
 def member_diag(make_cfg, base, variants) -> list[dict[str, dict[int, float]]]:
-    group = []
-    for i, extra in enumerate(variants):
-        cfg = make_cfg(*base, *extra, tracking=False)
-        m = Member(index=i, cfg=cfg, job=prepare(cfg), name=" ".join(extra))
-        m.logger = Recorder()
-        group.append(m)
+    group = members(make_cfg, base, variants)
     GroupTrainer(group).run()
     return [{k: v for k, v in m.logger.metrics.items() if k.startswith("diag/")} for m in group]
 

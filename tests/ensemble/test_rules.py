@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from omegaconf import open_dict
 
 from initlab.engine.build import prepare
 from initlab.ensemble.checks import check_ensemble
