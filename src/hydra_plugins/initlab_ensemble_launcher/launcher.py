@@ -163,7 +163,7 @@ class EnsembleLauncher(Launcher):
                 return request["result"]
         try:
             jobs = [(o, r["idx"] + k) for r in batch for k, o in enumerate(r["jobs"])]
-            results = self._launch_all(jobs)
+            results = self.launch_all(jobs)
             error = None
         except BaseException as err:  # noqa: BLE001 - handed to every waiting caller
             results, error = [], err
@@ -180,7 +180,7 @@ class EnsembleLauncher(Launcher):
         return request["result"]
 
     # ---- one batch of jobs -----------------------------------------------------------------
-    def _launch_all(self, jobs: list[tuple[list[str], int]]) -> list[JobReturn]:
+    def launch_all(self, jobs: list[tuple[list[str], int]]) -> list[JobReturn]:
         from initlab.config import refuse
         from initlab.ensemble.checks import check_ensemble
         from initlab.ensemble.grouping import group_jobs
@@ -220,7 +220,7 @@ class EnsembleLauncher(Launcher):
                 if len(group) == 1:
                     i = group[0]
                     log.info("\t#%d : %s", jobs[i][1], " ".join(filter_overrides(jobs[i][0])))
-                    results[i] = self._run(configs[i], self.task_function)
+                    results[i] = self.run_one(configs[i], self.task_function)
                     configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
                 else:
                     stacked.append([(i, configs[i], jobs[i]) for i in group])
@@ -229,7 +229,7 @@ class EnsembleLauncher(Launcher):
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [results[i] for i in range(len(jobs))]
 
-    def _run(self, cfg: DictConfig, task: TaskFunction, configure_logging: bool = True) -> JobReturn:
+    def run_one(self, cfg: DictConfig, task: TaskFunction, configure_logging: bool = True) -> JobReturn:
         return run_job(hydra_context=self.hydra_context, task_function=task, config=cfg,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
                        configure_logging=configure_logging)

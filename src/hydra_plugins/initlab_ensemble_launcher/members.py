@@ -51,7 +51,7 @@ def prepare_member(launcher: Any, cfg: DictConfig) -> Prepared:
         except ConfigError as err:
             refuse(err)
 
-    ret = launcher._run(cfg, task, configure_logging=False)  # the group's log: _log_files
+    ret = launcher.run_one(cfg, task, configure_logging=False)  # the group's log: _log_files
     if ret.status != JobStatus.COMPLETED:
         ret.return_value  # noqa: B018 - re-raises the exception while preparing (not a training failure)
     hydra = made["hydra"]

@@ -69,7 +69,7 @@ class GroupJob:
         launcher = EnsembleLauncher(**self.settings)
         launcher.setup(hydra_context=self.hydra_context, task_function=self.task_function,
                        config=self.config)
-        return [_outcome(r) for r in launcher._launch_all(jobs)]
+        return [_outcome(r) for r in launcher.launch_all(jobs)]
 
 
 def _outcome(ret: JobReturn) -> Outcome:
