@@ -66,7 +66,9 @@ def test_a_members_diagnostics_metrics_equal_the_trainer_paths(make_cfg, store, 
 @pytest.mark.slow
 def test_a_member_run_has_the_ordinary_runs_diagnostics_artifacts_and_tags(tmp_path, store):
     base = [*S4, "callbacks.diagnostics.plot=true", "init=he"]
-    run_cli(tmp_path, store, "-m", "hydra/launcher=ensemble", *base, "seed=0,1", timeout=600)
+    # The figures drawn by the helper process (by default only for groups of 8 or more).
+    run_cli(tmp_path, store, "-m", "hydra/launcher=ensemble", "hydra.launcher.figure_helper=true",
+            *base, "seed=0,1", timeout=600)
     members = {r.info.run_id for r in all_runs(store, "s4_circles")}
     run_cli(tmp_path, store, *base, "seed=0", timeout=600)
     runs = all_runs(store, "s4_circles")
@@ -78,8 +80,9 @@ def test_a_member_run_has_the_ordinary_runs_diagnostics_artifacts_and_tags(tmp_p
     def files(run, folder):
         return {Path(a.path).name for a in client.list_artifacts(run.info.run_id, folder)}
 
-    for folder in ("diagnostics", "weights"):
+    for folder in ("diagnostics", "weights", None):
         assert files(member, folder) == files(ordinary, folder), folder
+    assert "curves.png" in files(member, None)
     assert "jacobian_spectrum_step20.png" in files(member, "diagnostics")
     for tag in ("initlab.diag.signal", "initlab.diag.signal_ratio"):
         assert member.data.tags[tag] == ordinary.data.tags[tag]

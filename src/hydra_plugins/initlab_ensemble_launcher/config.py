@@ -23,6 +23,9 @@ class EnsembleLauncherConf:
     # Checked on every job's config before the sweep starts (initlab.config.sweep.SweepCheck):
     # the engine's rules (initlab.ensemble.checks), then devices / submitit below.
     config_check: str = "hydra_plugins.initlab_ensemble_launcher.launcher.check_job"
+    # Draw the members' figures in a helper process while the group trains (null: for groups
+    # of 8 or more on a machine with two cores or more; initlab.ensemble.figures).
+    figure_helper: Optional[bool] = None
     # Where chunks train (initlab.ensemble.placement): null (cpu, or cuda:0 with trainer=gpu),
     # a count N (N CUDA devices with trainer=gpu, else N CPU workers) or a list of names.
     devices: Any = None

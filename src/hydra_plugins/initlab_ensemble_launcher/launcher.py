@@ -80,7 +80,8 @@ def check_job(cfg: DictConfig) -> None:
 class EnsembleLauncher(Launcher):
     def __init__(self, max_members: int | None = None, memory_budget_mb: float = 2048.0,
                  batch_window_s: float = 1.0, records: str = "full",
-                 config_check: str | None = None, devices: Any = None,
+                 config_check: str | None = None, figure_helper: bool | None = None,
+                 devices: Any = None,
                  submitit: str | None = None, submitit_params: Any = None) -> None:
         from .members import RecordLock
         if records not in ("full", "fast"):
@@ -90,7 +91,7 @@ class EnsembleLauncher(Launcher):
             refuse(ConfigError(f"hydra.launcher.records = {records} is not allowed: full or fast "
                                "is expected.", key="hydra.launcher.records", value=records,
                                allowed="full, fast"))
-        self.records = records
+        self.records, self.figure_helper = records, figure_helper
         self.max_members, self.memory_budget_mb = max_members, float(memory_budget_mb)
         self.batch_window_s = float(batch_window_s)
         self.devices = OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices
@@ -98,7 +99,8 @@ class EnsembleLauncher(Launcher):
         self.submitit_params = (OmegaConf.to_container(submitit_params, resolve=True)
                                 if OmegaConf.is_config(submitit_params) else submitit_params) or {}
         self.settings = {"max_members": max_members, "memory_budget_mb": memory_budget_mb,
-                         "records": records, "devices": self.devices}  # for a submitit job
+                         "records": records, "figure_helper": figure_helper,
+                         "devices": self.devices}  # for a submitit job
         self.record_lock = RecordLock()
         self._check_settings()
         self.config: DictConfig | None = None
@@ -182,15 +184,20 @@ class EnsembleLauncher(Launcher):
     # ---- one batch of jobs -----------------------------------------------------------------
     def launch_all(self, jobs: list[tuple[list[str], int]]) -> list[JobReturn]:
         from initlab.config import refuse
+        from initlab.config.sweep import take_composed
         from initlab.ensemble.checks import check_ensemble
         from initlab.ensemble.grouping import group_jobs
         from initlab.errors import ConfigError
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        configs = []
+        configs, composed = [], 0
         for overrides, idx in jobs:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            cfg = take_composed(overrides)  # composed by the sweep's check, or compose it
+            composed += cfg is None
+            if cfg is None:
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
+                                                                         list(overrides))
             with open_dict(cfg):
                 cfg.hydra.job.id = idx
                 cfg.hydra.job.num = idx
@@ -201,6 +208,8 @@ class EnsembleLauncher(Launcher):
                 refuse(ConfigError(f"in job {idx} ({' '.join(filter_overrides(overrides))}): "
                                    f"{err}", key=err.key, value=err.value, allowed=err.allowed))
             configs.append(cfg)
+        log.debug("%d of %d job configs composed here (the others by the sweep's check)",
+                  composed, len(jobs))
         if self.submitit is None:
             self.placement_devices(configs[0])  # refused before anything exists
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

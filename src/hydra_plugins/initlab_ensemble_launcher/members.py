@@ -62,7 +62,8 @@ def prepare_member(launcher: Any, cfg: DictConfig) -> Prepared:
             node.dir = str(value)
     lock = launcher.record_lock
     member = _placed_class(Member)(index=int(cfg.hydra.job.num), cfg=ret.cfg, job=made["job"],
-                                   name=made["name"], enter=lambda: lock.enter(hydra))
+                                   name=made["name"], enter=lambda: lock.enter(hydra),
+                                   output_dir=Path(hydra.hydra.runtime.output_dir))
     member.lock = lock
     return Prepared(hydra, ret, member)
 
@@ -106,9 +107,9 @@ def _placed_class(member_class: type) -> type:
         class Placed(member_class):
             lock: RecordLock
 
-            def open(self, device: str) -> None:
+            def open(self, device: str, heartbeat_s: float) -> None:
                 try:
-                    super().open(device)
+                    super().open(device, heartbeat_s)
                 finally:
                     self.lock.release()
 
@@ -132,20 +133,28 @@ def _placed_class(member_class: type) -> type:
     return _PLACED[member_class]
 
 
-def _finish(member: Any, figures: bool = True) -> None:
-    """What ``jobs.train`` adds to a finished run: the curves figure and the run's summary."""
-    from initlab.jobs.train import CURVE_METRICS, summarize
+def _draw_curves(member: Any, figures: Any) -> None:
+    """The curves figure ``jobs.train`` adds to a finished run, from the metrics as the store
+    holds them, handed to the group's figure writer (logged when the run ends)."""
+    from initlab.jobs.train import CURVE_METRICS
     from initlab.report.curves import metric_history, plot_curves
-    from initlab.tracking.context import HydraContext
 
     run = member.run
-    if run is not None:
-        member.flush()
-        history = metric_history(run.client, run.run_id, CURVE_METRICS)
-        out = HydraContext.current().output_dir
-        if figures and history and out is not None:
-            run.log_artifact(plot_curves(history, member.name, Path(out) / "curves.png"))
-    summarize(member.cfg, member.metrics, run)
+    if run is None or member.output_dir is None:
+        return
+    member.flush()
+    history = metric_history(run.client, run.run_id, CURVE_METRICS)
+    if history:
+        member.drawings.append(figures.submit(plot_curves, history, member.name,
+                                              Path(member.output_dir) / "curves.png",
+                                              member.cfg.dataset.get("num_classes")))
+
+
+def _finish(member: Any) -> None:
+    """What ``jobs.train`` adds to a finished run: its summary."""
+    from initlab.jobs.train import summarize
+
+    summarize(member.cfg, member.metrics, member.run)
 
 
 def _log_files(prepared: list[Prepared]) -> list[logging.Handler]:
@@ -194,8 +203,9 @@ def train_chunk(launcher: Any, chunk: list[Prepared], device: str | None = None)
 
     try:
         full = launcher.records == "full"
-        GroupTrainer([p.member for p in chunk], finish=lambda m: _finish(m, full),
-                     logged_models=full, device=device).run()
+        GroupTrainer([p.member for p in chunk], finish=_finish, logged_models=full,
+                     device=device, draw=_draw_curves if full else lambda m, f: None,
+                     figure_helper=launcher.figure_helper).run()
     except KeyboardInterrupt:
         raise
     except Exception:  # noqa: BLE001 - the members it ended fail with it (below)

@@ -83,25 +83,37 @@ def measure_at_init(net, x: torch.Tensor, loss_fn, layers: list[Layer], s: Setti
     return AtInit(m, preds, back_preds, jac, metrics, signal_ratio(m))
 
 
-def init_files(r: AtInit, probe_size: int, s: Settings, title: str, folder: Path) -> list[Path]:
-    """``init_stats.json`` and the init figures written into ``folder``, to log as artifacts
-    under ``diagnostics/``; the captured activations are released afterwards."""
+Drawing = tuple[Callable[..., Path], tuple]  # (a module-level figure function, its arguments)
+
+
+def init_outputs(r: AtInit, probe_size: int, s: Settings, title: str,
+                 folder: Path) -> tuple[Path, list[Drawing]]:
+    """``init_stats.json`` written into ``folder``, and the init figures still to draw there
+    (``fn(*args)`` writes one and returns its path; plain data only, so another process can
+    draw it: ``initlab.ensemble.figures``)."""
     hists = histogram_data(r.m, s.bins)
     record = init_record(r.m, r.preds, hists, probe_size=probe_size, threshold=s.threshold,
                          jacobian=r.jac)
     path = folder / STATS_FILE
     path.write_text(json.dumps(record))
-    files = [path]
+    drawings: list[Drawing] = []
     if s.plot and hists:
-        files.append(plot_row(hists, f"activations at init ({title})", folder / HIST_FILE))
+        drawings.append((plot_row, (hists, f"activations at init ({title})", folder / HIST_FILE)))
     if s.plot and s.backward:
-        files.append(figures.plot_backward(
-            [layer.name for layer in r.m.layers], r.m.stats, r.back_preds,
-            f"backward signal at init ({title})", folder / BACKWARD_FILE))
+        drawings.append((figures.plot_backward, (
+            [layer.name for layer in r.m.layers], dict(r.m.stats), r.back_preds,
+            f"backward signal at init ({title})", folder / BACKWARD_FILE)))
     if s.plot and r.jac is not None:
-        files.append(figures.plot_spectrum(r.jac, f"Jacobian at init ({title})",
-                                           folder / SPECTRUM_FILE))
-    return files
+        drawings.append((figures.plot_spectrum, (r.jac, f"Jacobian at init ({title})",
+                                                 folder / SPECTRUM_FILE)))
+    return path, drawings
+
+
+def init_files(r: AtInit, probe_size: int, s: Settings, title: str, folder: Path) -> list[Path]:
+    """``init_stats.json`` and the init figures written into ``folder``, to log as artifacts
+    under ``diagnostics/``."""
+    record, drawings = init_outputs(r, probe_size, s, title, folder)
+    return [record, *(fn(*args) for fn, args in drawings)]
 
 
 def release(m: Measurement) -> None:
@@ -133,10 +145,15 @@ def measure_during(net, x: torch.Tensor, loss_fn, layers: list[Layer], s: Settin
     return flat_metrics(m, extra=step_stats), signal_ratio(m)
 
 
-def spectrum_file(jac: dict, step: int, title: str, folder: Path) -> Path:
+def spectrum_drawing(jac: dict, step: int, title: str, folder: Path) -> Drawing:
     """The Jacobian histogram at the last sampled step (``jacobian_spectrum_step<N>.png``)."""
     name = SPECTRUM_FILE.replace(".png", f"_step{step}.png")
-    return figures.plot_spectrum(jac, f"Jacobian at step {step} ({title})", folder / name)
+    return figures.plot_spectrum, (jac, f"Jacobian at step {step} ({title})", folder / name)
+
+
+def spectrum_file(jac: dict, step: int, title: str, folder: Path) -> Path:
+    fn, args = spectrum_drawing(jac, step, title, folder)
+    return fn(*args)
 
 
 def signal_change(previous: str | None, ratio: float | None, vanishing_below: float,

@@ -8,7 +8,9 @@ init, at a sampled step, every ``jacobian_every_n_steps`` steps.  A sampled step
 norm is the member's slice of the stacked gradient (its own: the loss is a sum over members) and
 its update ratio compares the member's slice before and after the stacked optimizer step,
 exactly what the callback compares around the Trainer's step.  A member that stopped (diverged,
-pruned) is measured no more; its last Jacobian figure is still written before its run ends."""
+pruned) is measured no more; its last Jacobian figure is still written before its run ends.
+The figures are drawn by the group's ``FigureWriter`` (in a helper process for a large group)
+and logged when the member's run ends (``Member.close``)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from initlab.diagnostics import jacobian, probes
 from initlab.diagnostics.callback import INITIAL_WEIGHTS, InitDiagnostics
 from initlab.diagnostics.layerstats import layers_of
 from initlab.diagnostics.records import ARTIFACT_DIR, PREFIX, probe_loss
+from initlab.ensemble.figures import FigureWriter
 from initlab.ensemble.members import Member
 from initlab.ensemble.stacked import StackedModel
 from initlab.tracking import interrupts
@@ -43,8 +46,11 @@ class MemberDiagnostics:
     """One member's diagnostics; ``cb`` holds the parsed settings (the callback's own
     constructor reads the config keys, so both engines read them the same way)."""
 
-    def __init__(self, member: Member, cb: InitDiagnostics, stacked: StackedModel) -> None:
+    def __init__(self, member: Member, cb: InitDiagnostics, stacked: StackedModel,
+                 figures: FigureWriter, folder: Path) -> None:
         self.member, self.cb, self.s = member, cb, cb.settings
+        self.figures, self.folder = figures, folder  # the member's own files: a folder each
+        folder.mkdir(parents=True, exist_ok=True)
         self.net = member.job.module.model
         self.layers = layers_of(self.net)
         names = {id(mod): name for name, mod in self.net.named_modules()}
@@ -80,19 +86,27 @@ class MemberDiagnostics:
             for path in paths:
                 self.member.run.log_artifact(path, folder)
 
+    def _draw(self, drawings: list[probes.Drawing]) -> None:
+        """Figures for the member's run, drawn by the group's ``FigureWriter`` and logged under
+        ``diagnostics/`` before the run ends (``Member.close``)."""
+        self.member.drawings += [self.figures.submit(fn, *args, folder=ARTIFACT_DIR)
+                                 for fn, args in drawings]
+
     # ---- the moments -----------------------------------------------------------------------
     def at_init(self) -> None:
         """Before the first step (the member's module still holds its initial weights)."""
         run = self.member.run
-        with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
-            if run is not None and self.cb.initial_weights:
+        if run is not None and self.cb.initial_weights:
+            with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
                 self._artifacts([save_weights(self.net, Path(tmp) / INITIAL_WEIGHTS)], "weights")
-            r = probes.measure_at_init(self.net, self.x, self.loss_fn, self.layers, self.s)
-            self._log(r.metrics, 0)
-            self._signal(r.ratio, "at initialization:")
-            if run is not None:
-                self._artifacts(probes.init_files(r, len(self.x), self.s, self._title(),
-                                                  Path(tmp)), ARTIFACT_DIR)
+        r = probes.measure_at_init(self.net, self.x, self.loss_fn, self.layers, self.s)
+        self._log(r.metrics, 0)
+        self._signal(r.ratio, "at initialization:")
+        if run is not None:
+            record, drawings = probes.init_outputs(r, len(self.x), self.s, self._title(),
+                                                   self.folder)
+            self._artifacts([record], ARTIFACT_DIR)
+            self._draw(drawings)
         probes.release(r.m)
 
     def before_step(self, stacked: StackedModel, i: int) -> None:
@@ -125,27 +139,27 @@ class MemberDiagnostics:
             self._signal(ratio, "after the first diagnostics step:")
 
     def at_end(self) -> None:
-        """The Jacobian figure at the last sampled step, while the run is still open."""
+        """The Jacobian figure at the last sampled step, logged before the run ends."""
         if not (self.s.plot and self.last_jacobian and self.member.run is not None):
             return
         step, jac = self.last_jacobian
-        with tempfile.TemporaryDirectory(prefix="initlab-diag-") as tmp:
-            self._artifacts([probes.spectrum_file(jac, step, self._title(), Path(tmp))],
-                            ARTIFACT_DIR)
+        self._draw([probes.spectrum_drawing(jac, step, self._title(), self.folder)])
 
 
 class GroupDiagnostics:
     """The group's members' diagnostics, driven by the engine's loop (``GroupTrainer``).  The
     members' configs are equal but for init and seed, so one schedule serves them all."""
 
-    def __init__(self, members: list[Member], stacked: StackedModel) -> None:
+    def __init__(self, members: list[Member], stacked: StackedModel, figures: FigureWriter,
+                 folder: Path) -> None:
         self.stacked = stacked
         self.by_index: dict[int, MemberDiagnostics] = {}
         self.cb: InitDiagnostics | None = None
         for i, m in enumerate(members):
             node = diagnostics_node(m)
             if node is not None:
-                self.by_index[i] = MemberDiagnostics(m, instantiate(node), stacked)
+                self.by_index[i] = MemberDiagnostics(m, instantiate(node), stacked, figures,
+                                                     folder / f"diagnostics-{i}")
                 self.cb = self.by_index[i].cb
         self.sample = False
         self.seconds = 0.0

@@ -23,7 +23,8 @@ from initlab.data.batches import IndexSampler
 from initlab.engine.datamodule import TensorDataModule
 from initlab.ensemble.checks import PRECISIONS
 from initlab.ensemble.diagnostics import GroupDiagnostics
-from initlab.ensemble.members import GroupHeartbeat, Member
+from initlab.ensemble.figures import FigureWriter
+from initlab.ensemble.members import GroupHeartbeat, Member, group_interval_s
 from initlab.ensemble.stacked import StackedModel
 from initlab.inits import init_metrics
 from initlab.tracking import interrupts
@@ -53,9 +54,12 @@ class GroupTrainer:
 
     def __init__(self, members: Sequence[Member],
                  finish: Callable[[Member], None] = lambda m: None,
-                 logged_models: bool = True, device: torch.device | None = None) -> None:
+                 logged_models: bool = True, device: torch.device | None = None,
+                 draw: Callable[[Member, FigureWriter], None] = lambda m, f: None,
+                 figure_helper: bool | None = None) -> None:
         self.members = list(members)
-        self.finish = finish
+        self.finish, self.draw = finish, draw  # draw: the figures a run ends with (curves)
+        self.figure_helper = figure_helper  # None: FigureWriter decides by the group's size
         self.logged_models = logged_models  # False: no dataset inputs / MLflow logged models
         cfg = self.members[0].cfg
         self.cfg = cfg
@@ -70,11 +74,13 @@ class GroupTrainer:
                        for k, (x, y) in dm.splits.items()}
         self.step = 0
         self.epoch = 0
-        self.flush_every_s = float(cfg.tracking.get("heartbeat_s") or 3.0)
+        self.flush_every_s = group_interval_s(float(cfg.tracking.get("heartbeat_s") or 3.0),
+                                              len(self.members))
         self._flushed = time.monotonic()
 
     def _flush(self, force: bool = False) -> None:
-        """Write the members' buffered metrics every ``tracking.heartbeat_s`` seconds."""
+        """Write the members' buffered metrics (and heartbeats) every ``flush_every_s``
+        seconds (``ensemble.members.group_interval_s``)."""
         if force or time.monotonic() - self._flushed >= self.flush_every_s:
             for m in self.members:
                 if not m.done:
@@ -89,13 +95,15 @@ class GroupTrainer:
 
     def run(self) -> None:
         """Open every member's run, train, and end every run (FAILED on an exception)."""
-        interval = float(self.cfg.tracking.get("heartbeat_s") or 3.0)
         with interrupts.handling(), interrupts.watching_threads(), \
-                GroupHeartbeat(self.members, interval):
+                GroupHeartbeat(self.members, self.flush_every_s), \
+                FigureWriter(len(self.members), self.figure_helper) as self.figures, \
+                tempfile.TemporaryDirectory(prefix="initlab-group-") as folder:
+            self.folder = Path(folder)  # the members' diagnostics files until their runs end
             try:
                 initial = [init_metrics(m.job.module.model) for m in self.members]
                 for m, metrics in zip(self.members, initial):
-                    m.open(self._device_label())
+                    m.open(self._device_label(), self.flush_every_s)
                     m.log(metrics, step=0)
                 self._train()
             except BaseException as err:
@@ -119,7 +127,7 @@ class GroupTrainer:
         stacked = StackedModel([m.job.module.model for m in members], self.binary, self.device,
                                self.dtype)
         self.stacked = stacked
-        diag = self.diag = GroupDiagnostics(members, stacked)
+        diag = self.diag = GroupDiagnostics(members, stacked, self.figures, self.folder)
         diag.at_init()
         optimizer, scheduler, interval = self._optimizer(stacked)
         samplers = [_sampler(m.job.datamodule) for m in members]
@@ -174,9 +182,13 @@ class GroupTrainer:
             self._flush()
             if scheduler is not None and interval == "epoch":
                 scheduler.step()
-        for i, m in enumerate(members):
-            if not m.done:
-                self._test_and_close(i, m, float(self.max_epochs))
+        # The last members end together: every one's figures are handed to the figure writer
+        # first, and drawn while the runs before them are recorded and closed.
+        ending = [(i, m) for i, m in enumerate(members) if not m.done]
+        for i, m in ending:
+            self._test(i, m, float(self.max_epochs))
+        for i, m in ending:
+            self._close(i, m)
         diag.report()
 
     def _check(self, guard, active, sums, correct, count, lr):
@@ -223,12 +235,20 @@ class GroupTrainer:
         return {f"{split}/loss": float(loss), f"{split}/acc": float(right.to(loss.dtype) / len(y))}
 
     def _test_and_close(self, i: int, m: Member, epoch: float) -> None:
+        self._test(i, m, epoch)
+        self._close(i, m)
+
+    def _test(self, i: int, m: Member, epoch: float) -> None:
+        """The member's test metrics, and its last figures handed to the figure writer."""
         test = self._evaluate("test", i)
         m.log({**test, "epoch": epoch}, self.step)
         m.metrics.update(test)
         m.metrics.setdefault("diverged", 0.0)
-        m.enter()
         self.diag.at_end(i)
+        self.draw(m, self.figures)
+
+    def _close(self, i: int, m: Member) -> None:
+        m.enter()
         model = self.stacked.load_into(i, m.job.module.model)
         if m.run is not None:
             out = HydraContext.current().output_dir or Path(tempfile.mkdtemp(prefix="initlab-"))

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +25,7 @@ from initlab.search.trial import ATTR_DIVERGED, ATTR_MLFLOW_RUN, ATTR_PRUNED, lo
 from initlab.tracking import interrupts
 from initlab.tracking.heartbeat import ACTIVE_RUNS, TAG_HEARTBEAT, stamp
 from initlab.tracking.record import TAG_DIVERGED
-from initlab.tracking.run import TrackedRun, tracked_run
+from initlab.tracking.run import TrackedRun, extra_run_tags, tracked_run
 
 log = logging.getLogger(__name__)
 TAG_ENGINE = "initlab.engine"
@@ -40,6 +41,7 @@ class Member:
     job: Job
     name: str
     enter: Callable[[], None] = lambda: None
+    output_dir: Path | None = None  # its job's output directory (where curves.png goes)
     run: TrackedRun | None = None
     logger: Any = None
     trial: Any = None
@@ -49,19 +51,23 @@ class Member:
     done: bool = False
     error: BaseException | None = None  # what ended the member's run FAILED / KILLED
     metrics: dict[str, float] = field(default_factory=dict)
+    stamped: float = 0.0  # time.monotonic() of the run's last heartbeat stamp
+    drawings: list = field(default_factory=list)  # ensemble.figures.Drawing: logged at close
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _pending: list = field(default_factory=list)
 
     # ---- the run ---------------------------------------------------------------------------
-    def open(self, device: str) -> None:
-        """Create the run (its heartbeat is the group's: ``GroupHeartbeat``)."""
+    def open(self, device: str, heartbeat_s: float) -> None:
+        """Create the run (its heartbeat is the group's, every ``heartbeat_s`` seconds:
+        ``GroupHeartbeat``)."""
         self.enter()
         if self.cfg.tracking.get("enabled", True):
-            self.run = self._stack.enter_context(tracked_run(self.cfg, device,
-                                                             own_heartbeat=False))
+            with extra_run_tags({TAG_ENGINE: ENGINE}):  # set at creation: one store write less
+                self.run = self._stack.enter_context(tracked_run(
+                    self.cfg, device, own_heartbeat=False, heartbeat_s=heartbeat_s))
+            self.stamped = time.monotonic()
             ACTIVE_RUNS.add(self.run.run_id)
             self._stack.callback(ACTIVE_RUNS.discard, self.run.run_id)
-            self.run.set_tag(TAG_ENGINE, ENGINE)
         self._link_trial()
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -76,12 +82,30 @@ class Member:
             self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
 
     def flush(self) -> None:
+        """Write the buffered metrics with a heartbeat stamp: one store transaction (per 1000
+        metrics) that also tells ``GroupHeartbeat`` this run needs no stamp for a while."""
         if self.run is None or not self._pending:
             return
+        from mlflow.entities import RunTag
+
         pending, self._pending = self._pending, []
         with interrupts.store_write():
             for start in range(0, len(pending), 1000):
-                self.run.client.log_batch(self.run.run_id, metrics=pending[start:start + 1000])
+                tags = [RunTag(TAG_HEARTBEAT, stamp())] if start == 0 else []
+                self.run.client.log_batch(self.run.run_id, metrics=pending[start:start + 1000],
+                                          tags=tags)
+        self.stamped = time.monotonic()
+
+    def log_drawings(self, wait: bool = True) -> None:
+        """Log the member's figures into its run (``wait=False``: those already drawn)."""
+        drawings, self.drawings = self.drawings, []
+        for d in drawings:
+            if self.run is None or not (wait or d.future.done()):
+                continue
+            path = d.path()
+            if path is not None:
+                with interrupts.store_write():
+                    self.run.log_artifact(path, d.folder)
 
     def tag(self, key: str, value: Any) -> None:
         if self.run is not None:
@@ -93,10 +117,11 @@ class Member:
         self.enter()
         try:
             self.flush()
+            self.log_drawings(wait=error is None)
         except Exception:  # noqa: BLE001 - the store is gone: still end the run
             if error is None:
                 raise
-            log.exception("could not write the last metrics of %s", self.name)
+            log.exception("could not write the last records of %s", self.name)
         if error is None:
             self._stack.close()
         else:
@@ -144,6 +169,15 @@ class Member:
         self.tag("optuna.study_name", link["study"])
 
 
+def group_interval_s(heartbeat_s: float, members: int) -> float:
+    """Seconds between a group's metrics writes and heartbeats: ``tracking.heartbeat_s`` for
+    up to 10 members, one more such interval per 10 more, at most 30 s (or ``heartbeat_s`` if
+    longer).  Each write is one store transaction per member: 60 members every 3 s would be 20
+    transactions a second, on the thread that trains."""
+    longer = heartbeat_s * math.ceil(members / 10)
+    return max(heartbeat_s, min(longer, 30.0))
+
+
 def sweeper_pruner() -> Any:
     """The sweeper's pruner (``hydra.sweeper.pruner``), as the pruning callback builds it."""
     from hydra.core.hydra_config import HydraConfig
@@ -156,9 +190,9 @@ def sweeper_pruner() -> Any:
 
 
 class GroupHeartbeat:
-    """Stamps every open member run (``initlab.heartbeat``) every ``interval_s`` seconds from
-    one daemon thread: a thread per run (and its own store connection) would have 60 threads
-    contend for one SQLite store."""
+    """Stamps every open member run (``initlab.heartbeat``) not stamped by a metrics write
+    (``Member.flush``) for ``interval_s`` seconds, from one daemon thread: a thread per run
+    (and its own store connection) would have 60 threads contend for one SQLite store."""
 
     def __init__(self, members: list[Member], interval_s: float) -> None:
         self.members, self.interval_s = members, max(0.1, float(interval_s))
@@ -178,9 +212,10 @@ class GroupHeartbeat:
         while not self._stop.wait(self.interval_s):
             for m in list(self.members):
                 run = m.run
-                if run is None or m.done:
+                if run is None or m.done or time.monotonic() - m.stamped < self.interval_s:
                     continue
                 try:
                     run.client.set_tag(run.run_id, TAG_HEARTBEAT, stamp())
+                    m.stamped = time.monotonic()
                 except Exception as err:  # noqa: BLE001 - a busy store: the next beat will do
                     log.debug("heartbeat of run %s: %s", run.run_id, err)

@@ -139,7 +139,8 @@ def _watched_parent(parent: dict[str, Any] | None) -> int | None:
 
 
 @contextlib.contextmanager
-def tracked_run(cfg: DictConfig, device: str, own_heartbeat: bool = True) -> Iterator[TrackedRun]:
+def tracked_run(cfg: DictConfig, device: str, own_heartbeat: bool = True,
+                heartbeat_s: float | None = None) -> Iterator[TrackedRun]:
     """Create the job's MLflow run, log its params and tags, and always end it with the status
     that says what happened.
 
@@ -147,12 +148,14 @@ def tracked_run(cfg: DictConfig, device: str, own_heartbeat: bool = True) -> Ite
     write: a Ctrl-C or SIGTERM that comes meanwhile acts once the run exists, and ends it KILLED.
     While it runs, a heartbeat stamps it, and an exception that ends another thread fails it.
     ``own_heartbeat=False``: the caller stamps it (the ensemble engine: one thread for all the
-    runs of a group, not one each)."""
+    runs of a group, not one each), every ``heartbeat_s`` seconds if given (the run's
+    ``initlab.heartbeat_interval`` tag), else every ``tracking.heartbeat_s``."""
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
-    heartbeat_s = float(tracking.get("heartbeat_s") or DEFAULT_INTERVAL_S)
+    if heartbeat_s is None or own_heartbeat:
+        heartbeat_s = float(tracking.get("heartbeat_s") or DEFAULT_INTERVAL_S)
     hydra = HydraContext.current()
     handle: TrackedRun | None = None
     heartbeat: Heartbeat | None = None

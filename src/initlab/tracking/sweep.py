@@ -95,6 +95,18 @@ def alive(pid: int) -> bool:
     return True
 
 
+def jobs_in_worker_processes(config: DictConfig) -> bool:
+    """Whether the launcher runs the jobs in worker processes of this one.  The basic launcher
+    and the ensemble launcher without ``submitit`` run them here: their runs are this process's
+    own (``ACTIVE_RUNS``), so nothing needs reaping or stopping elsewhere."""
+    launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    if not launcher or launcher.endswith("BasicLauncher"):
+        return False
+    if launcher.endswith("EnsembleLauncher"):
+        return OmegaConf.select(config, "hydra.launcher.submitit", default=None) is not None
+    return True
+
+
 def _signal_all(pids: list[int], signum: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -141,8 +153,7 @@ class SweepParentRun(Callback):
 
         tracking = OmegaConf.to_container(config.tracking, resolve=True)
         heartbeat_s = float(tracking.get("heartbeat_s") or DEFAULT_INTERVAL_S)
-        launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-        self._processes = bool(launcher) and not launcher.endswith("BasicLauncher")
+        self._processes = jobs_in_worker_processes(config)
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(interrupts.handling(before_raise=self._stopping))
         self._thread_failure = self._stack.enter_context(interrupts.watching_threads())

@@ -1,0 +1,83 @@
+"""A group's figures (each member's diagnostics figures and training curves, the PNGs its
+ordinary run would have) drawn in one helper process while the group trains on.
+
+Drawing a figure costs about 0.1 s of matplotlib on one core, and an S4 member has five: for
+60 members that is half a minute, while the stacked step of such small nets keeps only one
+core busy.  ``FigureWriter.submit(fn, *args)`` hands the drawing to the helper and returns a
+``Drawing``; the member's run logs the file (``Member.close``) once it is drawn.  A small group
+(or a one-core machine) draws in this process: starting the helper (imports) costs more than
+it saves.  If the helper dies, the figure is drawn here instead.
+
+``fn`` is a module-level drawing function (``path = fn(*args)``): only plain data (numbers,
+lists, dicts, tensors) crosses to the helper, nothing of the run or the store."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+HELPER_FROM_MEMBERS = 8  # smaller groups draw in this process
+
+
+@dataclass
+class Drawing:
+    """A figure for a member's run: ``folder`` is where under the run's artifacts it goes."""
+
+    future: Future
+    fn: Callable[..., Path | None]
+    args: tuple
+    folder: str | None
+
+    def path(self) -> Path | None:
+        try:
+            return self.future.result()
+        except BrokenProcessPool:
+            log.warning("the figure helper process died: drawing %s here", self.fn.__name__)
+            return self.fn(*self.args)
+
+
+class FigureWriter:
+    def __init__(self, members: int, helper: bool | None = None) -> None:
+        if helper is None:
+            helper = members >= HELPER_FROM_MEMBERS and (os.cpu_count() or 1) > 1
+        self._pool = (ProcessPoolExecutor(max_workers=1,
+                                          mp_context=multiprocessing.get_context("spawn"))
+                      if helper else None)
+
+    @property
+    def in_helper(self) -> bool:
+        return self._pool is not None
+
+    def submit(self, fn: Callable[..., Path | None], *args: Any,
+               folder: str | None = None) -> Drawing:
+        if self._pool is not None:
+            try:
+                return Drawing(self._pool.submit(fn, *args), fn, args, folder)
+            except BrokenProcessPool:
+                self._pool = None
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as err:  # noqa: BLE001 - raised where the figure is logged
+            future.set_exception(err)
+        return Drawing(future, fn, args, folder)
+
+    def close(self) -> None:
+        """Stop the helper (figures not yet logged are not needed: their runs ended)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> FigureWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
