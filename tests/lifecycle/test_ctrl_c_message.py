@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from conftest import all_runs
-from procs import FOREVER, Child
+from procs import FOREVER, Child, wait_gone
 
 
 @pytest.fixture
@@ -77,3 +77,22 @@ def test_ctrl_c_to_a_basic_multirun_prints_one_line_and_exits_130(child):
     assert f"run {run_id} ended KILLED" in line, line
     statuses = sorted(r.info.status for r in all_runs(job.store))
     assert statuses == ["KILLED", "KILLED"], out[-3000:]  # the sweep's parent and the job
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_an_ensemble_group_with_its_figure_helper_ends_every_run_killed(child):
+    """Ctrl-C reaches the whole process group, the figure helper process included: it keeps
+    quiet, the launcher ends every member run KILLED, and no process is left behind."""
+    job = child("-m", "seed=range(8)", *FOREVER, "hydra/launcher=ensemble", "callbacks=none",
+                "hydra.launcher.figure_helper=true", "diagnostics=default")
+    job.wait_training(runs=8)
+    helpers = job.group()
+    assert len(helpers) >= 2, helpers  # train.py and its figure helper
+    job.ctrl_c()
+    assert job.wait() == 130
+    out = job.output()
+    assert "Traceback" not in out, out[-3000:]
+    assert len(interrupted_lines(out)) == 1, out[-3000:]
+    statuses = [r.info.status for r in all_runs(job.store)]
+    assert statuses == ["KILLED"] * 9, out[-3000:]  # the sweep's parent and the 8 members
+    assert not wait_gone(helpers), "a process of the sweep outlived it"

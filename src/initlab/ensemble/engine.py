@@ -97,8 +97,8 @@ class GroupTrainer:
         """Open every member's run, train, and end every run (FAILED on an exception)."""
         with interrupts.handling(), interrupts.watching_threads(), \
                 GroupHeartbeat(self.members, self.flush_every_s), \
-                FigureWriter(len(self.members), self.figure_helper) as self.figures, \
-                tempfile.TemporaryDirectory(prefix="initlab-group-") as folder:
+                tempfile.TemporaryDirectory(prefix="initlab-group-") as folder, \
+                FigureWriter(len(self.members), self.figure_helper) as self.figures:
             self.folder = Path(folder)  # the members' diagnostics files until their runs end
             try:
                 initial = [init_metrics(m.job.module.model) for m in self.members]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -48,8 +49,12 @@ class FigureWriter:
     def __init__(self, members: int, helper: bool | None = None) -> None:
         if helper is None:
             helper = members >= HELPER_FROM_MEMBERS and (os.cpu_count() or 1) > 1
+        # Ctrl-C reaches the whole process group: the helper ignores it (no traceback of its
+        # own); the launcher's process handles it and stops the helper on its way out.
         self._pool = (ProcessPoolExecutor(max_workers=1,
-                                          mp_context=multiprocessing.get_context("spawn"))
+                                          mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=signal.signal,
+                                          initargs=(signal.SIGINT, signal.SIG_IGN))
                       if helper else None)
 
     @property

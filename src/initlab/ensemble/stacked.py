@@ -46,8 +46,9 @@ class StackedModel:
         if self.size == 1:  # one member: the same function, called directly (vmap's own
             # bookkeeping would cost as much as the step of a small net)
             x0, y0 = (x[0], y[0]) if per_member else (x, y)
-            loss, correct = self.one({k: v[0] for k, v in self.params.items()},
-                                     {k: v[0] for k, v in self.buffers.items()}, x0, y0)
+            # squeeze, not [0]: its backward is a view, where indexing's copies every gradient
+            loss, correct = self.one({k: v.squeeze(0) for k, v in self.params.items()},
+                                     {k: v.squeeze(0) for k, v in self.buffers.items()}, x0, y0)
             return loss.unsqueeze(0), correct.unsqueeze(0)
         fn = self._vmaps.get(per_member)
         if fn is None:
