@@ -111,9 +111,9 @@ class MemberDiagnostics:
 
     def before_step(self, stacked: StackedModel, i: int) -> None:
         """A sampled step, after the backward pass: the member's weights and gradient norms."""
-        params = [stacked.params[k] for k in self.keys]
-        self.before = [p[i].detach().clone() for p in params]
-        self.grads = [p.grad[i].detach().norm() if p.grad is not None else None for p in params]
+        self.before = [stacked.params[k][i].detach().clone() for k in self.keys]
+        grads = [stacked.grad(k) for k in self.keys]
+        self.grads = [g[i].detach().norm() if g is not None else None for g in grads]
 
     def after_step(self, stacked: StackedModel, i: int) -> None:
         after = [stacked.params[k][i].detach() for k in self.keys]

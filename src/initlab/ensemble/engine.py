@@ -117,7 +117,7 @@ class GroupTrainer:
 
     def _optimizer(self, stacked: StackedModel):
         module = self.members[0].job.module
-        optimizer = module.optimizer_factory(list(stacked.params.values()))
+        optimizer = module.optimizer_factory(stacked.leaves())
         scheduler = module.scheduler_factory(optimizer) if module.scheduler_factory else None
         return optimizer, scheduler, module.scheduler_config.get("interval", "epoch")
 
