@@ -24,6 +24,10 @@ def write_pid(path: Path) -> Path:
     return path
 
 
+def niceness() -> int:
+    return os.nice(0)
+
+
 def die_unless(parent_pid: int, path: Path) -> Path:
     """Kills the helper process that runs it; draws normally in the test's own process."""
     if os.getpid() != parent_pid:
@@ -37,6 +41,7 @@ def test_a_large_group_draws_in_a_helper_process_a_small_one_here(tmp_path):
     with FigureWriter(2, helper=True) as writer:
         drawn = writer.submit(write_pid, tmp_path / "a.txt", folder="diagnostics")
         assert drawn.path() == tmp_path / "a.txt" and drawn.folder == "diagnostics"
+        assert writer.submit(niceness).path() == 19  # the training threads' cores come first
     assert int((tmp_path / "a.txt").read_text()) != os.getpid()
     with FigureWriter(2, helper=False) as writer:
         writer.submit(write_pid, tmp_path / "b.txt").path()

@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 HELPER_FROM_MEMBERS = 8  # smaller groups draw in this process
 
 
+def _helper_started() -> None:
+    """In the helper process.  Ctrl-C reaches the whole process group: the helper ignores it
+    (no traceback of its own); the launcher's process handles it and stops the helper on its
+    way out.  The lowest CPU priority: torch's threads in the training process wait for each
+    other at every parallel op, so a core the helper holds must be theirs at once when they
+    want it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(19)
+
+
 @dataclass
 class Drawing:
     """A figure for a member's run: ``folder`` is where under the run's artifacts it goes."""
@@ -49,12 +59,9 @@ class FigureWriter:
     def __init__(self, members: int, helper: bool | None = None) -> None:
         if helper is None:
             helper = members >= HELPER_FROM_MEMBERS and (os.cpu_count() or 1) > 1
-        # Ctrl-C reaches the whole process group: the helper ignores it (no traceback of its
-        # own); the launcher's process handles it and stops the helper on its way out.
         self._pool = (ProcessPoolExecutor(max_workers=1,
                                           mp_context=multiprocessing.get_context("spawn"),
-                                          initializer=signal.signal,
-                                          initargs=(signal.SIGINT, signal.SIG_IGN))
+                                          initializer=_helper_started)
                       if helper else None)
 
     @property
