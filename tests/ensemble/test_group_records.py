@@ -77,9 +77,13 @@ def test_only_runs_of_worker_processes_are_reaped(launcher, in_workers):
 
 def test_each_checked_job_config_is_handed_to_the_launcher_once():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        config = compose("train", overrides=["trainer.max_epochs=1"], return_hydra_config=True)
+        config = compose("train", overrides=["trainer.max_epochs=1",
+                                              "hydra.sweep.dir=multirun/${now:%H-%M-%S-%f}"],
+                         return_hydra_config=True)
         check_basic_sweep(config, ["seed=0,1", "trainer.max_epochs=1"])
         jobs = [[f"seed={s}", "trainer.max_epochs=1"] for s in (0, 1)]  # as BasicSweeper
         taken = [take_composed(job) for job in jobs]
         assert [cfg.seed for cfg in taken] == [0, 1]
+        # ${now} as the sweep resolves it: its jobs find its folder (and its parent run there)
+        assert {cfg.hydra.sweep.dir for cfg in taken} == {config.hydra.sweep.dir}
         assert all(take_composed(job) is None for job in jobs)  # once only

@@ -145,6 +145,11 @@ def _with_launcher_check(config: DictConfig, check: Any) -> Any:
 def check_basic_sweep(config: DictConfig, task: list[str]) -> None:
     jobs, swept = sweep_jobs(config, task)
     _COMPOSED.clear()
+    # ${now:...} in the sweep's folders resolved here, into the master config's resolver cache,
+    # which each job's composition copies: the jobs handed to the launcher then name the folder
+    # the sweep's parent run is recorded in, not one a few microseconds later.
+    OmegaConf.select(config, "hydra.sweep.dir")
+    OmegaConf.select(config, "hydra.run.dir")
     for number, job in enumerate(jobs):
         varying = " ".join(o for o in job if _key_of(o) in swept)
         label = f"job {number} of {len(jobs)}" + (f" ({varying})" if varying else "")
