@@ -15,9 +15,43 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 sys.path.insert(0, str(Path(__file__).parent))  # test-only callbacks (tests/failing.py)
 
+# With -n N the xdist workers already keep the cores busy, and two OpenMP threads per job then
+# make small training loops several times slower (barriers waiting on a busy core;
+# docs/performance.md, "Threads"): one thread for every job the workers start.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # A tiny, fast training setup: the 8x8 digits, a small MLP, a few steps.
 FAST = ["dataset=digits", "model.hidden=[32,32]", "trainer.max_epochs=2", "optimizer.lr=0.01",
         "trainer.enable_progress_bar=false"]
+
+# Tests that share an expensive module- or session-scoped fixture (a server, a run they all look
+# at): with ``-n 2`` each group goes to one worker, so its fixture is set up once, not once per
+# worker.  Node id prefix -> group.  (``--dist loadgroup`` would do this from ``xdist_group``
+# marks, but pytest-xdist 3.8 cannot rename pytest 9.2's node ids and so ignores the marks.)
+SHARED_FIXTURES = {
+    "tests/ui/test_mlflow_ui.py::": "browser, mlflow ui and the jobs it shows",
+    "tests/stores/": "PostgreSQL, mlflow server and the jobs into them",
+    "tests/test_cli.py::test_ddp_": "ddp_run",
+    "tests/test_cli.py::test_bad_input_stops_before_training": "recorded_store",
+    "tests/lifecycle/test_run_lifecycle.py::test_an_exception_in_a_thread_of_the_multirun":
+        "multirun_thread_failure",
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``-n N`` (``--dist load``): one test at a time to whichever worker is free, except that
+    each group of ``SHARED_FIXTURES`` goes to a single worker; the groups start first."""
+    if config.getvalue("dist") != "load":
+        return None  # an explicit --dist: xdist's own scheduler
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((group for prefix, group in SHARED_FIXTURES.items()
+                         if nodeid.startswith(prefix)), nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """`python train.py` end to end, as a user runs it: multirun, DDP, Ctrl-C, bad input."""
 
 import contextlib
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -35,12 +36,26 @@ def test_multirun_records_two_comparable_child_runs(tmp_path, store):
     assert "Compare them: mlflow ui --backend-store-uri" in proc.stdout  # the sweep's view
 
 
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """One single DDP run on CPU, for both DDP tests: (its store, the prefix of the files where
+    each rank recorded the samples it saw and the addresses it listened on)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    store = f"sqlite:///{tmp}/mlruns/mlflow.db"
+    prefix = tmp / "rank"
+    run_cli(tmp, store, "trainer=ddp_cpu", *FAST,
+            "+callbacks.seen._target_=hooks.SeenSamples", f"+callbacks.seen.prefix={prefix}",
+            "+callbacks.ports._target_=hooks.ListeningSockets", f"+callbacks.ports.prefix={prefix}-ports")
+    return store, prefix
+
+
 @pytest.mark.slow  # spawns several train.py processes
-def test_ddp_on_cpu_records_one_run_in_a_single_run_and_in_a_multirun(tmp_path, store):
-    run_cli(tmp_path, store, "trainer=ddp_cpu", *FAST)
+def test_ddp_on_cpu_records_one_run_in_a_single_run_and_in_a_multirun(ddp_run, tmp_path, store):
     run_cli(tmp_path, store, "-m", "trainer=ddp_cpu", "seed=0,1", *FAST)
-    runs = [r for r in all_runs(store) if r.data.tags.get("initlab.kind") != "sweep"]
-    assert len(runs) == 3
+    single = all_runs(ddp_run[0])
+    multirun = [r for r in all_runs(store) if r.data.tags.get("initlab.kind") != "sweep"]
+    assert len(single) == 1 and len(multirun) == 2
+    runs = [*single, *multirun]
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.params["trainer.devices"] == "2"
         assert run.data.tags["device"] == "cpu x2"
@@ -81,6 +96,14 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, store):
     assert proc.returncode != 0
 
 
+@pytest.fixture(scope="module")
+def recorded_store(tmp_path_factory) -> Path:
+    """An ``mlruns`` folder whose SQLite store holds one finished run (its artifacts inside)."""
+    tmp = tmp_path_factory.mktemp("recorded")
+    run_cli(tmp, f"sqlite:///{tmp}/mlruns/mlflow.db", *FAST, "trainer.max_epochs=1")
+    return tmp / "mlruns"
+
+
 @pytest.mark.slow  # 4 CLI start-ups; the default run refuses the same inputs in-process
 @pytest.mark.parametrize("args,message", [
     (["init=bogus"], "Available options in 'init'"),
@@ -89,8 +112,9 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, store):
     (["dataset=mnist", "dataset.options.download=false", "dataset.options.root=nowhere"],
      "offline alternatives"),
 ])
-def test_bad_input_stops_before_training_and_loses_nothing(tmp_path, store, args, message):
-    run_cli(tmp_path, store, *FAST, "trainer.max_epochs=1")  # a run recorded before
+def test_bad_input_stops_before_training_and_loses_nothing(recorded_store, tmp_path, store, args,
+                                                           message):
+    shutil.copytree(recorded_store, tmp_path / "mlruns")  # a run recorded before
     proc = run_cli(tmp_path, store, *FAST, *args, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
@@ -110,7 +134,7 @@ def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
 
 
 @pytest.mark.slow  # spawns several train.py processes
-def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(tmp_path, store):
+def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(ddp_run):
     """Two CPU processes (gloo): each rank sees its own share of every epoch, sized as a
     DistributedSampler would make it, and together they see every training sample; and no
     process listens on anything but loopback."""
@@ -120,10 +144,7 @@ def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(tmp_
     from hooks import digest
     from initlab.engine.datamodule import TensorDataModule
 
-    prefix = tmp_path / "rank"
-    run_cli(tmp_path, store, "trainer=ddp_cpu", *FAST, "trainer.max_epochs=1",
-            "+callbacks.seen._target_=hooks.SeenSamples", f"+callbacks.seen.prefix={prefix}",
-            "+callbacks.ports._target_=hooks.ListeningSockets", f"+callbacks.ports.prefix={prefix}-ports")
+    _, prefix = ddp_run
     ranks = [json.loads(Path(f"{prefix}{r}.json").read_text()) for r in (0, 1)]
     dm = TensorDataModule("digits", 64, shape=[1, 8, 8], num_classes=10, val_size=200,
                           test_size=300)
@@ -134,7 +155,8 @@ def test_ddp_ranks_train_on_disjoint_shares_whose_union_is_the_training_set(tmp_
     assert [len(r["seen"]) for r in ranks] == [per_rank, per_rank]
     assert set(ranks[0]["seen"]) | set(ranks[1]["seen"]) == train_set
     assert len(set(ranks[0]["seen"]) & set(ranks[1]["seen"])) <= per_rank * 2 - n
-    assert [r["global_step"] for r in ranks] == [math.ceil(per_rank / 64)] * 2  # 11 steps each
+    epochs = 2  # FAST's trainer.max_epochs
+    assert [r["global_step"] for r in ranks] == [epochs * math.ceil(per_rank / 64)] * 2  # 11 an epoch
     for rank in (0, 1):
         listening = json.loads(Path(f"{prefix}-ports{rank}.json").read_text())
         assert all(a.startswith(("127.", "::1:")) for a in listening), listening
