@@ -70,7 +70,7 @@ def test_a_members_diagnostics_metrics_equal_the_trainer_paths(make_cfg, store, 
 @pytest.mark.slow
 def test_a_member_run_has_the_ordinary_runs_diagnostics_artifacts_and_tags(tmp_path, store):
     base = [*S4, "callbacks.diagnostics.plot=true", "init=he"]
-    # The figures drawn by the helper process (by default only for groups of 8 or more).
+    # The figures drawn by the helper process (by default only for groups of 32 or more).
     run_cli(tmp_path, store, "-m", "hydra/launcher=ensemble", "hydra.launcher.figure_helper=true",
             *base, "seed=0,1", timeout=600)
     members = {r.info.run_id for r in all_runs(store, "s4_circles")}

@@ -24,7 +24,7 @@ class EnsembleLauncherConf:
     # the engine's rules (initlab.ensemble.checks), then devices / submitit below.
     config_check: str = "hydra_plugins.initlab_ensemble_launcher.launcher.check_job"
     # Draw the members' figures in a helper process while the group trains (null: for groups
-    # of 8 or more on a machine with two cores or more; initlab.ensemble.figures).
+    # of 32 or more on a machine with two cores or more; initlab.ensemble.figures).
     figure_helper: Optional[bool] = None
     # Where chunks train (initlab.ensemble.placement): null (cpu, or cuda:0 with trainer=gpu),
     # a count N (N CUDA devices with trainer=gpu, else N CPU workers) or a list of names.

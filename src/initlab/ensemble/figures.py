@@ -4,9 +4,9 @@ ordinary run would have) drawn in one helper process while the group trains on.
 Drawing a figure costs about 0.1 s of matplotlib on one core, and an S4 member has five: for
 60 members that is half a minute, while the stacked step of such small nets keeps only one
 core busy.  ``FigureWriter.submit(fn, *args)`` hands the drawing to the helper and returns a
-``Drawing``; the member's run logs the file (``Member.close``) once it is drawn.  A small group
-(or a one-core machine) draws in this process: starting the helper (imports) costs more than
-it saves.  If the helper dies, the figure is drawn here instead.
+``Drawing``; the member's run logs the file (``Member.close``) once it is drawn.  A group of
+fewer than 32 members (or a one-core machine) draws in this process: starting the helper
+(imports) costs more than it saves.  If the helper dies, the figure is drawn here instead.
 
 ``fn`` is a module-level drawing function (``path = fn(*args)``): only plain data (numbers,
 lists, dicts, tensors) crosses to the helper, nothing of the run or the store."""
@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-HELPER_FROM_MEMBERS = 8  # smaller groups draw in this process
+# Smaller groups draw in this process: measured, a 16-member group's helper (started once per
+# group, its imports at full priority) cost the Optuna benchmark more than it saved.
+HELPER_FROM_MEMBERS = 32
 
 
 def _helper_started() -> None:
@@ -56,25 +58,26 @@ class Drawing:
 
 
 class FigureWriter:
+    """The helper process starts with the first figure: a group that draws none (tracking or
+    diagnostics off) never starts one, whose imports would take a core from torch's threads."""
+
     def __init__(self, members: int, helper: bool | None = None) -> None:
         if helper is None:
             helper = members >= HELPER_FROM_MEMBERS and (os.cpu_count() or 1) > 1
-        self._pool = (ProcessPoolExecutor(max_workers=1,
-                                          mp_context=multiprocessing.get_context("spawn"),
-                                          initializer=_helper_started)
-                      if helper else None)
-
-    @property
-    def in_helper(self) -> bool:
-        return self._pool is not None
+        self.in_helper = bool(helper)
+        self._pool: ProcessPoolExecutor | None = None
 
     def submit(self, fn: Callable[..., Path | None], *args: Any,
                folder: str | None = None) -> Drawing:
-        if self._pool is not None:
+        if self.in_helper:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_helper_started)
             try:
                 return Drawing(self._pool.submit(fn, *args), fn, args, folder)
             except BrokenProcessPool:
-                self._pool = None
+                self.in_helper = False
         future: Future = Future()
         try:
             future.set_result(fn(*args))
