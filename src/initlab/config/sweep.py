@@ -54,7 +54,7 @@ def _loader() -> Any:
 
 
 # The job configs this check composed, for the launcher to take instead of composing each
-# again (``composed_job``; a composition is about 0.13 s on 2 cores).  Bounded: a larger sweep
+# again (``take_composed``; a composition is about 0.13 s on 2 cores).  Bounded: a larger sweep
 # keeps the first ones only.
 _COMPOSED: dict[tuple[str, ...], DictConfig] = {}
 _COMPOSED_MAX = 2048
