@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, ROOT, all_runs, default_sigint, run_cli
+from conftest import FAST, ROOT, all_runs, default_sigint, run_cli, seed_store
 
 
 def test_multirun_records_two_comparable_child_runs(tmp_path, store):
@@ -41,7 +41,7 @@ def ddp_run(tmp_path_factory):
     """One single DDP run on CPU, for both DDP tests: (its store, the prefix of the files where
     each rank recorded the samples it saw and the addresses it listened on)."""
     tmp = tmp_path_factory.mktemp("ddp")
-    store = f"sqlite:///{tmp}/mlruns/mlflow.db"
+    store = seed_store(tmp / "mlruns" / "mlflow.db")
     prefix = tmp / "rank"
     run_cli(tmp, store, "trainer=ddp_cpu", *FAST,
             "+callbacks.seen._target_=hooks.SeenSamples", f"+callbacks.seen.prefix={prefix}",
@@ -100,7 +100,7 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, store):
 def recorded_store(tmp_path_factory) -> Path:
     """An ``mlruns`` folder whose SQLite store holds one finished run (its artifacts inside)."""
     tmp = tmp_path_factory.mktemp("recorded")
-    run_cli(tmp, f"sqlite:///{tmp}/mlruns/mlflow.db", *FAST, "trainer.max_epochs=1")
+    run_cli(tmp, seed_store(tmp / "mlruns" / "mlflow.db"), *FAST, "trainer.max_epochs=1")
     return tmp / "mlruns"
 
 

@@ -19,7 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import default_sigint
+from conftest import default_sigint, seed_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def command(tmp: Path, *overrides: str, search: str = "t", sweep: str = "sweep",
             study: str = "s") -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), "-m", f"hparams_search={search}",
             f"hydra.searchpath=[file://{tmp}/conf]",
-            f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db",
+            f"tracking.tracking_uri={seed_store(tmp / 'mlflow.db')}",
             f"tracking.artifact_root={tmp}/artifacts",
             f"hydra.sweep.dir={tmp}/{sweep}",
             f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db",

@@ -523,7 +523,7 @@ def test_schema_matches_the_registries() -> None:
 
 def test_read_only_folder_refused_even_where_chmod_cannot_show_it(make_cfg, tmp_path, monkeypatch):
     """As root a chmod'ed folder stays writable; the check itself is exercised here."""
-    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns").mkdir(exist_ok=True)  # the store fixture made it
     real = os.access
     monkeypatch.setattr(config_store.os, "access",
                         lambda path, mode: False if Path(path) == tmp_path / "mlruns"

@@ -22,8 +22,8 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_tracking_none_still_writes_the_metrics_as_csv_and_says_where(tmp_path, store):
-    proc = run_cli(tmp_path, store, *FAST, "tracking=none")
+def test_tracking_none_still_writes_the_metrics_as_csv_and_says_where(tmp_path, unborn_store):
+    proc = run_cli(tmp_path, unborn_store, *FAST, "tracking=none")
     metrics = tmp_path / "outputs/run/csv/version_0/metrics.csv"
     rows = read_metrics(metrics)
     assert {"train/loss", "val/acc", "test/acc"} <= set(rows[0]), rows[0]

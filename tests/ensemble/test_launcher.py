@@ -21,8 +21,8 @@ def history(client, run_id, key):
     return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
 
 
-def test_a_lightning_only_callback_is_refused_before_anything_exists(tmp_path, store):
-    proc = run_cli(tmp_path, store, "-m", ENSEMBLE, "experiment=s4_circles", "seed=0,1",
+def test_a_lightning_only_callback_is_refused_before_anything_exists(tmp_path, unborn_store):
+    proc = run_cli(tmp_path, unborn_store, "-m", ENSEMBLE, "experiment=s4_circles", "seed=0,1",
                    "diagnostics=off", check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "callbacks.model_checkpoint" in proc.stderr and "Traceback" not in proc.stderr

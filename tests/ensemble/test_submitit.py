@@ -29,8 +29,8 @@ def test_executor_parameters_follow_the_slurm_launcher_keys():
         "timeout_min": 60, "cpus_per_task": 2, "mem_gb": 8, "gpus_per_node": 0})
 
 
-def test_a_bad_submitit_setting_is_refused_before_anything_exists(tmp_path, store):
-    proc = run_cli(tmp_path, store, "-m", *S4, "seed=0,1", "hydra.launcher.submitit=pbs",
+def test_a_bad_submitit_setting_is_refused_before_anything_exists(tmp_path, unborn_store):
+    proc = run_cli(tmp_path, unborn_store, "-m", *S4, "seed=0,1", "hydra.launcher.submitit=pbs",
                    check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "hydra.launcher.submitit" in proc.stderr and "Traceback" not in proc.stderr

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from conftest import CONF, ROOT
+from conftest import CONF, ROOT, seed_store
 from initlab.errors import ConfigError
 from initlab.jobs import train
 from initlab.jobs.evaluate import TAG_EVALUATES, TAG_EVALUATES_MODEL, evaluate
@@ -33,7 +33,7 @@ def runs(store):
 def source(tmp_path_factory):
     """A trained run, and its job folder as a user has it: config.yaml and checkpoints/."""
     tmp = tmp_path_factory.mktemp("eval")
-    store = f"sqlite:///{tmp}/mlruns/mlflow.db"
+    store = seed_store(tmp / "mlruns" / "mlflow.db")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[*TINY, f"tracking.tracking_uri={store}",
                                           f"tracking.artifact_root={tmp}/mlruns/artifacts"])

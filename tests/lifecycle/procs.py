@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from initlab.tracking.sweep import alive
-from conftest import FAST, ROOT, default_sigint
+from conftest import FAST, ROOT, default_sigint, seed_store
 
 HERE = Path(__file__).resolve().parent
 FOREVER = [*FAST, "trainer.max_epochs=100000"]
@@ -27,7 +27,7 @@ class Child:
     def __init__(self, tmp_path: Path, *args: str, wrapper: list[str] = ()) -> None:
         self.tmp = tmp_path
         self.db = tmp_path / "mlruns" / "mlflow.db"
-        self.store = f"sqlite:///{self.db}"
+        self.store = seed_store(self.db)
         self.log = tmp_path / "child.log"
         cmd = [sys.executable, *wrapper, str(ROOT / "train.py"), *args,
                f"tracking.tracking_uri={self.store}",

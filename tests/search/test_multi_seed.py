@@ -18,7 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import ROOT, all_runs, run_cli
+from conftest import ROOT, all_runs, run_cli, seed_store
 from initlab.config import validate
 from initlab.errors import ConfigError
 from initlab.jobs import train_seeds
@@ -40,7 +40,7 @@ def search(tmp: Path, *overrides: str, check: bool = True,
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"hparams_search={preset}", *TINY,
            "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1", "hydra.sweeper.plots=false",
            "hydra.sweeper.study_name=s", f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db",
-           f"tracking.tracking_uri=sqlite:///{tmp}/mlflow.db",
+           f"tracking.tracking_uri={seed_store(tmp / 'mlflow.db')}",
            f"tracking.artifact_root={tmp}/artifacts", f"hydra.sweep.dir={tmp}/sweep", *overrides]
     path = os.pathsep.join(filter(None, [str(tmp), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "PYTHONPATH": path}

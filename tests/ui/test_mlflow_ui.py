@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from servers import stop_group, wait_healthy
-from conftest import FAST, run_cli
+from conftest import FAST, run_cli, seed_store
 from mlflow.tracking import MlflowClient
 
 from initlab.tracking.store import prepare_store
@@ -90,7 +90,7 @@ def recorded(tmp_path_factory, browser) -> Recorded:
     """``mlflow ui`` (started before the jobs: it imports while they train), a two-job multirun
     and a three-trial search into its store; the links they printed, pointed at this UI."""
     base = tmp_path_factory.mktemp("ui")
-    store = f"sqlite:///{base}/mlruns/mlflow.db"
+    store = seed_store(base / "mlruns" / "mlflow.db")
     # The schema first: `mlflow ui` creates a missing one too, and without initlab's lock.
     prepare_store({"tracking_uri": store, "experiment": "initlab",
                    "artifact_root": str(base / "mlruns" / "artifacts")})
