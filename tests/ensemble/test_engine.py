@@ -6,11 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning.pytorch.loggers import Logger
+from torch import nn
 
 from initlab.engine.build import prepare
 from initlab.engine.fit import fit_and_test, make_trainer
 from initlab.ensemble.engine import GroupTrainer
-from initlab.ensemble.stacked import StackedModel
+from initlab.ensemble.stacked import StackedModel, layered_plan
+from initlab.nets.activations import ACTIVATIONS
+from initlab.nets.lenet import LeNet
+from initlab.nets.mlp import MLP
 from recording import Recorder, members
 
 # S4's net and data, 20 full-batch steps, a loss at every step.
@@ -139,3 +143,34 @@ def test_an_exception_fails_only_the_members_not_yet_finished(make_cfg):
         GroupTrainer(group, finish=finish).run()
     assert group[0].done and group[0].error is None and "test/acc" in group[0].metrics
     assert group[1].done and isinstance(group[1].error, RuntimeError)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "softmax"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_the_layered_forward_computes_what_vmap_computes(activation, binary):
+    """An MLP group's stacked forward written out layer by layer (``layered_plan``) gives the
+    losses, counts and gradients of ``vmap`` over ``functional_call`` of the same net, on a
+    shared batch and on each member's own."""
+    torch.manual_seed(0)
+    outputs = 1 if binary else 10
+    nets = [MLP(12, outputs, hidden=[7, 5], activation=activation) for _ in range(4)]
+    layered, vmapped = (StackedModel(nets, binary, torch.device("cpu"), torch.float32)
+                        for _ in range(2))
+    assert layered.plan is not None
+    vmapped.plan = None  # the general path
+    x, y = torch.randn(9, 3, 4), torch.randint(0, 2 if binary else 10, (9,))
+    pick = torch.randint(0, 9, (4, 6))
+    for xs, ys, per_member in ((x, y, False), (x[pick], y[pick], True)):
+        (loss, right), (loss_v, right_v) = (s.losses(xs, ys, per_member) for s in (layered, vmapped))
+        assert loss.shape == (4,) and torch.allclose(loss, loss_v, rtol=1e-6, atol=1e-7)
+        assert torch.equal(right, right_v)
+        loss.sum().backward()
+        loss_v.sum().backward()
+        for name in layered.params:
+            assert torch.allclose(layered.grad(name), vmapped.grad(name), rtol=1e-5, atol=1e-7)
+            layered.params[name].grad = vmapped.params[name].grad = None
+
+
+def test_other_nets_take_vmap():
+    assert layered_plan(LeNet(in_channels=1, image_size=28, num_outputs=10)) is None
+    assert layered_plan(nn.Sequential(nn.Linear(3, 3), nn.Softmax(dim=-1))) is None

@@ -25,8 +25,21 @@ from torch import nn
 def classification_loss(logits: torch.Tensor, y: torch.Tensor,
                         binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and number of correct predictions of a batch's logits: binary cross-entropy on
-    one sigmoid output, softmax cross-entropy otherwise.  One definition for both engines (the
-    ensemble engine calls it under ``torch.vmap``, one member at a time)."""
+    one sigmoid output, softmax cross-entropy otherwise.  One definition for both engines: the
+    Trainer path gives one net's logits ``[batch, outputs]``; the ensemble engine gives a stacked
+    group's ``[members, batch, outputs]`` (``y``: ``[batch]`` shared, or ``[members, batch]``) and
+    gets each member's mean loss and count (``[members]``), or calls it under ``torch.vmap``."""
+    if logits.dim() == 3:  # members first: each member's own mean over its batch
+        if binary:
+            logits = logits.squeeze(-1)
+            target = y.to(logits.dtype).expand_as(logits)
+            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            correct = ((logits > 0) == y).sum(-1)
+        else:
+            target = y.expand(logits.shape[:2])
+            loss = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+            correct = (logits.argmax(dim=-1) == y).sum(-1)
+        return loss.mean(-1), correct
     if binary:
         logits = logits.squeeze(-1)
         loss = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))

@@ -3,6 +3,13 @@ initialised by the Trainer path's ``prepare``) stacked parameter by parameter wi
 ``torch.func.stack_module_state``, run by ``vmap`` over ``functional_call`` of one definition of
 the net.  Nothing about a net is rewritten: any net ``initlab.nets`` builds works the same way.
 
+For the nets of most initialization studies (a ``Sequential`` of ``Flatten``, ``Linear`` and
+elementwise activations: every ``initlab.nets.MLP``) the stacked forward is written out layer by
+layer instead (``layered_plan``): each ``Linear`` one batched matmul (``torch.baddbmm``) over the
+stacked weights, each activation the net's own module applied to all members at once.  It
+computes what ``vmap`` computes, without vmap's per-operator batching: for S4's 60 nets of
+2-10-5-1 a step then costs a fraction of the vmap one (docs/scale-out.md).
+
 The members' losses are their own mean losses; the optimizer is given their *sum*, so each
 member's gradient is exactly its own (no term of the sum depends on another member's
 parameters), and an elementwise optimizer then takes each member's own step."""
@@ -17,6 +24,29 @@ from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from initlab.engine.module import classification_loss
+from initlab.nets.activations import ACTIVATIONS
+
+# Modules that act on each element alone: applied to [members, batch, features] as they are.
+ELEMENTWISE = tuple(ACTIVATIONS.values())
+
+
+def layered_plan(net: nn.Module) -> list[tuple[str, str | nn.Module]] | None:
+    """The steps of ``net``'s forward when it is a ``Sequential`` of ``Flatten`` (from dim 1),
+    ``Linear`` and elementwise activations: ("flatten", ""), ("linear", its name) or
+    ("apply", the module); None for any other net (the stacked model then uses vmap)."""
+    if not isinstance(net, nn.Sequential) or type(net).forward is not nn.Sequential.forward:
+        return None
+    plan: list[tuple[str, str | nn.Module]] = []
+    for name, module in net.named_children():
+        if type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1:
+            plan.append(("flatten", ""))
+        elif type(module) is nn.Linear:
+            plan.append(("linear", name))
+        elif type(module) in ELEMENTWISE:
+            plan.append(("apply", module))
+        else:
+            return None
+    return plan
 
 
 class StackedModel:
@@ -46,6 +76,29 @@ class StackedModel:
 
         self.one = one  # one member: (its params, its buffers, x, y) -> (mean loss, correct)
         self._vmaps: dict[bool, Callable] = {}
+        # Written out layer by layer where the net allows it (no buffers to carry either).
+        self.plan = layered_plan(models[0]) if self.alone is None and not self.buffers else None
+
+    def _layered(self, x: torch.Tensor, per_member: bool) -> torch.Tensor:
+        """Every member's logits ``[members, batch, outputs]`` through ``self.plan``."""
+        h, stacked = x, per_member  # stacked: h has the member dimension first
+        for kind, what in self.plan:
+            if kind == "flatten":
+                h = h.flatten(2) if stacked else h.flatten(1)
+            elif kind == "linear":
+                weight = self.params[f"{what}.weight"].transpose(1, 2)  # [members, in, out]
+                bias = self.params.get(f"{what}.bias")
+                if not stacked:  # the shared batch: one broadcast matmul to every member
+                    h = torch.matmul(h, weight)
+                    h = h if bias is None else h + bias.unsqueeze(1)
+                    stacked = True
+                elif bias is None:
+                    h = torch.bmm(h, weight)
+                else:
+                    h = torch.baddbmm(bias.unsqueeze(1), h, weight)
+            else:
+                h = what(h)
+        return h if stacked else h.expand(self.size, *h.shape)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor,
                per_member: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,6 +109,8 @@ class StackedModel:
             x0, y0 = (x[0], y[0]) if per_member else (x, y)
             loss, correct = classification_loss(self.alone(x0), y0, self.binary)
             return loss.unsqueeze(0), correct.unsqueeze(0)
+        if self.plan is not None:
+            return classification_loss(self._layered(x, per_member), y, self.binary)
         fn = self._vmaps.get(per_member)
         if fn is None:
             dims = 0 if per_member else None
