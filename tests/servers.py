@@ -38,3 +38,11 @@ def stop_group(proc: subprocess.Popen, grace: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+def server_env() -> dict[str, str]:
+    """The environment for a test's ``mlflow server`` / ``mlflow ui``: MLflow 3 starts a pool of
+    job-runner processes (huey consumers) by default, a dozen MLflow imports that take CPU
+    from the tests and that nothing here uses."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+

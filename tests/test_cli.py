@@ -51,10 +51,11 @@ def ddp_run(tmp_path_factory):
 
 @pytest.mark.slow  # spawns several train.py processes
 def test_ddp_on_cpu_records_one_run_in_a_single_run_and_in_a_multirun(ddp_run, tmp_path, store):
-    run_cli(tmp_path, store, "-m", "trainer=ddp_cpu", "seed=0,1", *FAST)
+    # A multirun job's two ranks make one run too (one job: each DDP job costs about 30 s here).
+    run_cli(tmp_path, store, "-m", "trainer=ddp_cpu", "seed=1", *FAST)
     single = all_runs(ddp_run[0])
     multirun = [r for r in all_runs(store) if r.data.tags.get("initlab.kind") != "sweep"]
-    assert len(single) == 1 and len(multirun) == 2
+    assert len(single) == 1 and len(multirun) == 1
     runs = [*single, *multirun]
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.params["trainer.devices"] == "2"
@@ -114,7 +115,7 @@ def recorded_store(tmp_path_factory) -> Path:
 ])
 def test_bad_input_stops_before_training_and_loses_nothing(recorded_store, tmp_path, store, args,
                                                            message):
-    shutil.copytree(recorded_store, tmp_path / "mlruns")  # a run recorded before
+    shutil.copytree(recorded_store, tmp_path / "mlruns", dirs_exist_ok=True)  # a run before
     proc = run_cli(tmp_path, store, *FAST, *args, check=False)
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, run_cli
-from servers import stop_group, wait_healthy
+from servers import server_env, stop_group, wait_healthy
 
 # Distinctive, and new each session: it cannot be in any file unless this session wrote it.
 PASSWORD = f"Pw-{secrets.token_hex(4)}-NOT-IN-ANY-FILE"
@@ -255,6 +255,7 @@ def mlflow_server(tmp_path_factory) -> Iterator[MlflowServer]:
            "--artifacts-destination", str(server.artifacts)]
     with open(server.log, "w") as log:
         proc = subprocess.Popen(cmd, cwd=base, stdout=log, stderr=subprocess.STDOUT,
+                                env=server_env(),
                                 start_new_session=True)  # its own group: uvicorn and workers
     try:
         wait_healthy(server.url, proc, server.log, "mlflow server")

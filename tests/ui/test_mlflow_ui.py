@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from servers import stop_group, wait_healthy
+from servers import server_env, stop_group, wait_healthy
 from conftest import FAST, run_cli, seed_store
 from mlflow.tracking import MlflowClient
 
@@ -100,7 +100,8 @@ def recorded(tmp_path_factory, browser) -> Recorded:
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=base, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=base, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=server_env())
     try:
         for folder in ("multirun-job", "search-job"):
             (base / folder).mkdir()
