@@ -124,11 +124,11 @@ def test_bad_input_stops_before_training_and_loses_nothing(recorded_store, tmp_p
 
 
 @pytest.mark.slow  # spawns several train.py processes
-def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, store):
+def test_parallel_jobs_on_a_fresh_store_do_not_race(tmp_path, unborn_store):
     """joblib starts the jobs together: the store and experiment must already exist."""
-    run_cli(tmp_path, store, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    run_cli(tmp_path, unborn_store, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             "seed=0,1", *FAST)
-    runs = [r for r in all_runs(store) if r.data.tags.get("initlab.kind") != "sweep"]
+    runs = [r for r in all_runs(unborn_store) if r.data.tags.get("initlab.kind") != "sweep"]
     assert sorted(r.info.run_name for r in runs) == ["xavier-seed0-mlp-digits",
                                                      "xavier-seed1-mlp-digits"]
     assert {r.info.status for r in runs} == {"FINISHED"}
