@@ -45,4 +45,3 @@ def server_env() -> dict[str, str]:
     job-runner processes (huey consumers) by default, a dozen MLflow imports that take CPU
     from the tests and that nothing here uses."""
     return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-

@@ -161,7 +161,8 @@ def test_the_layered_forward_computes_what_vmap_computes(activation, binary):
     x, y = torch.randn(9, 3, 4), torch.randint(0, 2 if binary else 10, (9,))
     pick = torch.randint(0, 9, (4, 6))
     for xs, ys, per_member in ((x, y, False), (x[pick], y[pick], True)):
-        (loss, right), (loss_v, right_v) = (s.losses(xs, ys, per_member) for s in (layered, vmapped))
+        (loss, right), (loss_v, right_v) = (model.losses(xs, ys, per_member)
+                                            for model in (layered, vmapped))
         assert loss.shape == (4,) and torch.allclose(loss, loss_v, rtol=1e-6, atol=1e-7)
         assert torch.equal(right, right_v)
         loss.sum().backward()

@@ -74,8 +74,8 @@ S4 = ["experiment=s4_circles", "init=he", "trainer.max_epochs=2", "dataset.steps
 
 
 def test_a_device_that_is_not_there_is_refused_before_anything_exists(tmp_path, unborn_store):
-    proc = run_cli(tmp_path, unborn_store, "-m", *S4, "hydra.launcher.devices=[cpu,tpu]", check=False,
-                   timeout=120)
+    proc = run_cli(tmp_path, unborn_store, "-m", *S4, "hydra.launcher.devices=[cpu,tpu]",
+                   check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "hydra.launcher.devices" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "multirun").exists()
