@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from initlab.diagnostics.figures import layout  # noqa: E402
+from initlab.diagnostics.figures import fixed_layout, layout  # noqa: E402
 from initlab.diagnostics.layerstats import Measurement  # noqa: E402
 from initlab.inits.labels import naming_notes  # noqa: E402
 
@@ -69,8 +69,8 @@ def _draw_row(axes: Sequence, hists: Sequence[dict[str, Any]], label: str | None
         h = hists[i]
         edges, counts = h["edges"], h["counts"]
         total = max(h["total"], 1)
-        ax.bar(edges[:-1], [c / total for c in counts], width=edges[1] - edges[0], align="edge",
-               color="tab:blue", edgecolor="none")
+        # one filled outline, not a bar per bin (a third of the figure's drawing time)
+        ax.stairs([c / total for c in counts], edges, fill=True, color="tab:blue")
         title = f"hidden layer {i + 1} ({h['kind']} output)"
         if h["kind"] == "relu":
             title += f"\n{h['zeros'] / total:.0%} exact zeros, not binned"
@@ -87,7 +87,8 @@ def plot_row(hists: Sequence[dict[str, Any]], title: str, path: Path) -> Path:
     fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), sharey=True, squeeze=False)
     _draw_row(axes[0], hists, "fraction of entries")
     fig.suptitle(title, fontsize=10)
-    layout(fig, "\n".join(naming_notes([title])))
+    fixed_layout(fig, "\n".join(naming_notes([title])), left=0.6, right=0.15, bottom=0.45,
+                 gap=0.25)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

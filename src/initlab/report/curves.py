@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from initlab.diagnostics.figures import layout
+from initlab.diagnostics.figures import fixed_layout, layout
 from initlab.inits.labels import naming_notes
 from initlab.report.query import metric_history
 
@@ -110,7 +110,7 @@ def draw_curves(lines: Sequence[Line], path: Path, title: str | None = None,
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    layout(fig, note)
+    fixed_layout(fig, note, left=0.8, gap=0.9)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
