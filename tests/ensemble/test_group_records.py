@@ -1,6 +1,7 @@
 """What keeps a group's record-keeping off its training thread: figures drawn by a helper
 process (or here, for a small group or if the helper dies), fewer store writes for large groups,
-the job configs composed once, and no reaping of runs that this process owns."""
+the job configs composed once (and partly by a worker process), and no reaping of runs that this
+process owns."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from pathlib import Path
 import pytest
 from conftest import CONF
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.plugins import Plugins
+from hydra.types import HydraContext
 from omegaconf import OmegaConf
 
-from initlab.config.sweep import check_basic_sweep, take_composed
+from initlab.config.sweep import ReusingLoader, check_basic_sweep, take_composed
+from initlab.ensemble import workers
 from initlab.ensemble.figures import HELPER_FROM_MEMBERS, FigureWriter
 from initlab.ensemble.members import group_interval_s
 from initlab.tracking.sweep import jobs_in_worker_processes
@@ -65,7 +70,7 @@ def test_large_groups_write_less_often_at_most_every_30_s(members, seconds):
 @pytest.mark.parametrize("launcher,in_workers", [
     ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, False),
     ({"_target_": "hydra_plugins.initlab_ensemble_launcher.launcher.EnsembleLauncher",
-      "submitit": None}, False),
+      "submitit": None}, True),  # its CPU worker processes
     ({"_target_": "hydra_plugins.initlab_ensemble_launcher.launcher.EnsembleLauncher",
       "submitit": "local"}, True),
     ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}, True),
@@ -87,3 +92,66 @@ def test_each_checked_job_config_is_handed_to_the_launcher_once():
         # ${now} as the sweep resolves it: its jobs find its folder (and its parent run there)
         assert {cfg.hydra.sweep.dir for cfg in taken} == {config.hydra.sweep.dir}
         assert all(take_composed(job) is None for job in jobs)  # once only
+
+
+class CountingLoader:
+    """Hydra's config loader, counting its compositions."""
+
+    def __init__(self, loader) -> None:
+        self.loader, self.composed = loader, []
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def load_sweep_config(self, master_config, sweep_overrides):
+        self.composed.append(list(sweep_overrides))
+        return self.loader.load_sweep_config(master_config, sweep_overrides)
+
+
+def test_the_basic_sweeper_does_not_compose_the_checked_jobs_again():
+    """Hydra's BasicSweeper checks that each job of a batch composes (validate_batch_is_legal)
+    before the launcher composes it: with the ensemble launcher, it gets the sweep check's
+    composition instead (one per job, not two); a job the check did not see is composed."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = compose("train", overrides=["hydra/launcher=ensemble", "callbacks=none",
+                                              "trainer.max_epochs=1"],
+                         return_hydra_config=True)
+        jobs = [[f"seed={s}", "callbacks=none"] for s in (0, 1)]
+        check_basic_sweep(config, ["seed=0,1", "callbacks=none"])
+        counting = CountingLoader(GlobalHydra.instance().config_loader())
+        context = HydraContext(config_loader=counting, callbacks=None)  # none used here
+        sweeper = Plugins.instance().instantiate_sweeper(  # the basic one, as the config says
+            config=config, hydra_context=context, task_function=lambda cfg: None)
+        assert isinstance(context.config_loader, ReusingLoader)  # the launcher's set-up
+        sweeper.validate_batch_is_legal(jobs)
+        assert counting.composed == []
+        sweeper.validate_batch_is_legal([["seed=7", "callbacks=none"]])
+        assert counting.composed == [["seed=7", "callbacks=none"]]
+        for job in jobs:
+            take_composed(job)
+
+
+def test_a_worker_process_composes_the_configs_this_one_would():
+    """compose_jobs shares a sweep's compositions with a worker process: the same configs (the
+    sweep folder's ${now} included) and None for a job that does not compose."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        config = compose("train", overrides=["hydra.sweep.dir=multirun/${now:%H-%M-%S-%f}"],
+                         return_hydra_config=True)
+        OmegaConf.select(config, "hydra.sweep.dir")  # resolved once, as the sweep check does
+        loader = GlobalHydra.instance().config_loader()
+        jobs = [[f"seed={s}", f"init={family}"] for s in range(6) for family in ("he", "xavier")]
+        jobs.insert(5, ["init=no_such_family"])
+        workers.start(1, 1)
+        try:
+            composed = workers.compose_jobs(loader, config, jobs)
+            assert len(workers._STARTED) == 1 and workers._STARTED[0].process.is_alive()
+        finally:
+            workers.stop()
+        assert composed[5] is None
+        for job, cfg in zip(jobs, composed):
+            if cfg is None:
+                continue
+            here = loader.load_sweep_config(config, job)
+            assert OmegaConf.to_container(cfg) == OmegaConf.to_container(here), job
+            assert cfg.hydra.sweep.dir == here.hydra.sweep.dir == config.hydra.sweep.dir
+        assert sum(cfg is None for cfg in composed) == 1
