@@ -1,6 +1,7 @@
 """Placement of the ensemble launcher's chunks on devices: the pure rule (fake device names and
-sizes, no GPU needed), refusal of bad ``hydra.launcher.devices``, and the threaded path with two
-"devices" that are both the CPU giving each member the results it gets trained sequentially."""
+sizes, no GPU needed), the CPU's worker processes (how many, which shares), refusal of bad
+``hydra.launcher.devices``, and two worker processes giving each member the results it gets
+trained in one process."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from conftest import all_runs, run_cli
 from mlflow.tracking import MlflowClient
 
-from initlab.ensemble.placement import Device, budgets, chunk_cost, device_names, plan
+from initlab.ensemble.placement import (MEMBERS_PER_WORKER, Device, budgets, chunk_cost,
+                                       cpu_workers, device_names, plan, split_groups)
 
 
 def makespan(costs, placed):
@@ -67,6 +69,26 @@ def test_chunk_cost_grows_with_members_size_and_steps():
     assert chunk_cost(1, 100, 0) == 100  # at least one step
 
 
+@pytest.mark.parametrize("spec,members,cores,workers", [
+    (None, 60, 2, 2), (None, 16, 2, 2), (None, 15, 2, 1), (None, 4, 2, 1),  # auto: 8 a worker
+    (None, 60, 16, 60 // MEMBERS_PER_WORKER), (None, 60, 1, 1),
+    (2, 4, 2, 2), (3, 2, 2, 2), (1, 60, 2, 1), (["cpu", "cpu"], 4, 2, 2),  # asked for
+])
+def test_cpu_worker_processes_one_per_core_and_per_eight_members(spec, members, cores, workers):
+    assert cpu_workers(spec, members, cores) == workers
+
+
+def test_groups_are_cut_into_equal_shares_for_the_workers():
+    assert split_groups([60], 2) == [(0, 0, 30), (0, 30, 60)]
+    assert split_groups([16], 2) == [(0, 0, 8), (0, 8, 16)]
+    assert split_groups([7], 2) == [(0, 0, 4), (0, 4, 7)]
+    assert split_groups([10, 2], 2) == [(0, 0, 5), (0, 5, 10), (1, 0, 2)]
+    parts = split_groups([13, 40, 1], 3)
+    for g, n in enumerate([13, 40, 1]):  # every member once, in order
+        assert [i for gg, a, b in parts if gg == g for i in range(a, b)] == list(range(n))
+    assert max(b - a for _, a, b in parts) <= -(-54 // 3)
+
+
 S4 = ["experiment=s4_circles", "init=he", "trainer.max_epochs=2", "dataset.steps_per_epoch=6",
       "trainer.log_every_n_steps=2", "callbacks=none", "diagnostics=off",
       "trainer.enable_progress_bar=false", "hydra/launcher=ensemble",
@@ -95,15 +117,18 @@ def _members(store):
 
 
 @pytest.mark.slow
-def test_two_cpu_workers_give_each_member_its_sequential_results(tmp_path):
-    threaded = f"sqlite:///{tmp_path}/threaded.db"
-    run_cli(tmp_path, threaded, "-m", *S4, "hydra.launcher.devices=[cpu,cpu]",
-            "hydra.launcher.max_members=1", "hydra.sweep.dir=threaded", timeout=600)
+def test_two_cpu_worker_processes_give_each_member_its_sequential_results(tmp_path):
+    parallel = f"sqlite:///{tmp_path}/parallel.db"
+    run_cli(tmp_path, parallel, "-m", *S4, "hydra.launcher.devices=[cpu,cpu]",
+            "hydra.launcher.max_members=1", "hydra.sweep.dir=parallel", timeout=600)
     sequential = f"sqlite:///{tmp_path}/sequential.db"
     run_cli(tmp_path, sequential, "-m", *S4, "hydra.launcher.max_members=1",
             "hydra.sweep.dir=sequential", timeout=600)
-    a, b = _members(threaded), _members(sequential)
+    a, b = _members(parallel), _members(sequential)
     assert len(a) == len(b) == 4
+    # two processes trained them: this one and a worker process, two members each
+    assert len({v[3]["initlab.pid"] for v in a.values()}) == 2
+    assert len({v[3]["initlab.pid"] for v in b.values()}) == 1
     for key in a:
         assert a[key][0] == b[key][0] == "FINISHED"
         assert a[key][3]["initlab.engine"] == "ensemble"

@@ -11,7 +11,7 @@ import pytest
 from conftest import CONF, all_runs, run_cli
 from hydra import compose, initialize_config_dir
 
-from initlab.ensemble.submit import Outcome, _job_return, executor_parameters
+from initlab.ensemble.submit import Outcome, job_return, executor_parameters
 
 S4 = ["experiment=s4_circles", "init=he", "trainer.max_epochs=1", "dataset.steps_per_epoch=5",
       "model=mlp_s4", "callbacks=none", "diagnostics=off", "trainer.enable_progress_bar=false",
@@ -75,9 +75,9 @@ def test_the_sweeper_gets_each_members_objective_back(tmp_path, store):
 def test_a_failed_member_comes_back_failed_with_its_error():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["seed=3"], return_hydra_config=True)
-    ok = _job_return(cfg, Outcome("COMPLETED", 0.75, None, "/out/0"))
+    ok = job_return(cfg, Outcome("COMPLETED", 0.75, None, "/out/0"))
     assert ok.return_value == 0.75 and ok.working_dir == "/out/0" and ok.overrides == ["seed=3"]
-    bad = _job_return(cfg, Outcome("FAILED", None, "ValueError: boom", "/out/1"))
+    bad = job_return(cfg, Outcome("FAILED", None, "ValueError: boom", "/out/1"))
     with pytest.raises(RuntimeError, match="ValueError: boom"):
         bad.return_value  # noqa: B018 - JobReturn raises a failed job's error
     assert Path(bad.working_dir) == Path("/out/1")

@@ -96,3 +96,59 @@ def test_ctrl_c_to_an_ensemble_group_with_its_figure_helper_ends_every_run_kille
     statuses = [r.info.status for r in all_runs(job.store)]
     assert statuses == ["KILLED"] * 9, out[-3000:]  # the sweep's parent and the 8 members
     assert not wait_gone(helpers), "a process of the sweep outlived it"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c", "sigterm-to-main"])
+def test_an_interrupted_ensemble_with_a_worker_process_ends_every_run_killed(child, to_group):
+    """Half of the group trains in a worker process (hydra.launcher.devices=2).  Ctrl-C reaches
+    every process; SIGTERM to train.py alone is passed on by the sweep's callback.  Either way
+    every member run, in both processes, ends KILLED: one line, no traceback, no process left."""
+    job = child("-m", "seed=range(4)", *FOREVER, "hydra/launcher=ensemble", "callbacks=none",
+                "hydra.launcher.devices=2")
+    runs = job.wait_training(runs=4)
+    pids = {job.tag(r, "initlab.pid") for r in runs}
+    assert len(pids) == 2 and str(job.pid) in pids, pids  # train.py and its worker
+    processes = job.group()
+    if to_group:
+        job.ctrl_c()
+    else:
+        os.kill(job.pid, signal.SIGTERM)
+    assert job.wait() == (130 if to_group else 143)
+    out = job.output()
+    assert "Traceback" not in out, out[-3000:]
+    assert len(interrupted_lines(out)) == 1, out[-3000:]
+    statuses = [r.info.status for r in all_runs(job.store)]
+    assert statuses == ["KILLED"] * 5, out[-3000:]  # the sweep's parent and the 4 members
+    assert not wait_gone(processes), "a process of the sweep outlived it"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_fails_its_members_and_the_others_go_on(child):
+    """kill -9 of the worker process: its members' runs end FAILED (the sweep's callback reaps
+    them); the members training in train.py go on (then Ctrl-C ends them KILLED)."""
+    job = child("-m", "seed=range(4)", *FOREVER, "hydra/launcher=ensemble", "callbacks=none",
+                "hydra.launcher.devices=2")
+    runs = job.wait_training(runs=4)
+    pid_of = {r: job.tag(r, "initlab.pid") for r in runs}
+    worker = int(next(p for p in pid_of.values() if p != str(job.pid)))
+    os.kill(worker, signal.SIGKILL)
+    theirs = [r for r, p in pid_of.items() if p == str(worker)]
+    ours = [r for r in runs if r not in theirs]
+
+    def status(run_id: str) -> str:
+        rows = job.query("SELECT status FROM runs WHERE run_uuid = ?", run_id)
+        return rows[0][0] if rows else ""
+
+    job.wait_until(lambda: all(status(r) == "FAILED" for r in theirs), timeout=60,
+                   what="the killed worker's runs ended FAILED")
+    steps = {r: job.query("SELECT COUNT(*) FROM metrics WHERE run_uuid = ?", r)[0][0]
+             for r in ours}
+    job.wait_until(lambda: all(job.query("SELECT COUNT(*) FROM metrics WHERE run_uuid = ?",
+                                         r)[0][0] > steps[r] for r in ours),
+                   timeout=60, what="the other members still training")
+    assert all(status(r) == "RUNNING" for r in ours)
+    job.ctrl_c()
+    assert job.wait() == 130
+    assert all(status(r) == "KILLED" for r in ours), job.output()[-3000:]
+    assert all(status(r) == "FAILED" for r in theirs)

@@ -23,11 +23,15 @@ class EnsembleLauncherConf:
     # Checked on every job's config before the sweep starts (initlab.config.sweep.SweepCheck):
     # the engine's rules (initlab.ensemble.checks), then devices / submitit below.
     config_check: str = "hydra_plugins.initlab_ensemble_launcher.launcher.check_job"
+    # Called by the sweep's check with the number of jobs one launch gets, before it composes
+    # them: starts the CPU worker processes early (initlab.ensemble.workers).
+    warm_up: str = "hydra_plugins.initlab_ensemble_launcher.launcher.warm_up"
     # Draw the members' figures in a helper process while the group trains (null: for groups
     # of 32 or more on a machine with two cores or more; initlab.ensemble.figures).
     figure_helper: Optional[bool] = None
     # Where chunks train (initlab.ensemble.placement): null (cpu, or cuda:0 with trainer=gpu),
-    # a count N (N CUDA devices with trainer=gpu, else N CPU workers) or a list of names.
+    # a count N (N CUDA devices with trainer=gpu, else N CPU worker processes) or a list of
+    # names.  null on the CPU: a worker process per core, at most one per 8 stacked members.
     devices: Any = None
     # null: train here; local or slurm: each group one submitit job (initlab.ensemble.submit).
     submitit: Optional[str] = None

@@ -37,6 +37,12 @@ def _cuda_count() -> int:
     return torch.cuda.device_count()
 
 
+def _cuda_count_for(accelerator: str) -> int:
+    """CUDA devices for ``trainer.accelerator``: none asked for on the CPU (no torch import,
+    which the sweep's check would otherwise pay before the workers start)."""
+    return _cuda_count() if accelerator in ("gpu", "cuda", "auto") else 0
+
+
 def settings_error(devices: Any, submitit: Any, accelerator: str = "gpu",
                    cuda_count: int | None = None) -> Any:
     """The ``ConfigError`` for bad ``hydra.launcher.devices`` / ``submitit``, or None.  Without
@@ -77,12 +83,42 @@ def check_job(cfg: DictConfig) -> None:
         raise err
 
 
+def warm_up(cfg: DictConfig, jobs: int) -> Any:
+    """``hydra.launcher.warm_up``: called by the sweep's check (``initlab.config.sweep``) with
+    the number of jobs one launch will get, before it composes them.  Starts the worker
+    processes that many jobs will use on the CPU (``initlab.ensemble.workers``), and returns
+    ``compose_jobs(loader, master, jobs)``, with which the check composes its jobs with their
+    help; None when there are none.  If the sweep is refused, they end with this process."""
+    from initlab.ensemble import workers
+    from initlab.ensemble.placement import cpu_workers, device_names, usable_cores
+
+    node = OmegaConf.select(cfg, "hydra.launcher") or {}
+    if node.get("submitit") is not None:
+        return None
+    devices = node.get("devices")
+    devices = OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    try:
+        names = device_names(devices, accelerator, _cuda_count_for(accelerator))
+    except (ValueError, TypeError):
+        return None  # refused by the check
+    if not all(n == "cpu" for n in names):
+        return None
+    wanted = cpu_workers(devices, jobs, usable_cores())
+    if wanted < 2:
+        return None
+    workers.start(wanted - 1, usable_cores() // wanted)
+    return workers.compose_jobs
+
+
 class EnsembleLauncher(Launcher):
     def __init__(self, max_members: int | None = None, memory_budget_mb: float = 2048.0,
                  batch_window_s: float = 1.0, records: str = "full",
-                 config_check: str | None = None, figure_helper: bool | None = None,
+                 config_check: str | None = None, warm_up: str | None = None,
+                 figure_helper: bool | None = None,
                  devices: Any = None,
-                 submitit: str | None = None, submitit_params: Any = None) -> None:
+                 submitit: str | None = None, submitit_params: Any = None,
+                 worker: bool = False) -> None:
         from .members import RecordLock
         if records not in ("full", "fast"):
             from initlab.config import refuse
@@ -102,6 +138,7 @@ class EnsembleLauncher(Launcher):
                          "records": records, "figure_helper": figure_helper,
                          "devices": self.devices}  # for a submitit job
         self.record_lock = RecordLock()
+        self.worker = worker  # a worker process's launcher (initlab.ensemble.workers)
         self._check_settings()
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
@@ -127,12 +164,42 @@ class EnsembleLauncher(Launcher):
         err = settings_error(self.devices, self.submitit, accelerator, _cuda_count())
         if err is not None:
             refuse(err)
-        return budgets(device_names(self.devices, accelerator, _cuda_count()),
-                       self.memory_budget_mb)
+        names = device_names(self.devices, accelerator, _cuda_count())
+        if all(n == "cpu" for n in names):  # the CPU's workers are processes (_run_parallel)
+            names = ["cpu"]
+        return budgets(names, self.memory_budget_mb)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
+        from initlab.config.sweep import ReusingLoader
+
+        if not isinstance(hydra_context.config_loader, ReusingLoader):  # shared with the sweeper
+            hydra_context.config_loader = ReusingLoader(hydra_context.config_loader)
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    # ---- worker processes on the CPU (initlab.ensemble.workers) ----------------------------
+    def _cpu_workers(self, cfg: DictConfig, members: int) -> int:
+        """Processes for ``members`` stacked members (1: this one alone): on the CPU only,
+        and neither in a worker nor with submitit."""
+        from initlab.ensemble.placement import cpu_workers, device_names, usable_cores
+
+        if self.worker or self.submitit is not None:
+            return 1
+        accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+        try:
+            names = device_names(self.devices, accelerator, _cuda_count_for(accelerator))
+        except (ValueError, TypeError):
+            return 1  # refused where the devices are placed
+        if any(n != "cpu" for n in names):
+            return 1
+        return cpu_workers(self.devices, members, usable_cores())
+
+    def _workers(self, wanted: int) -> list:
+        """The ``wanted - 1`` worker processes (started by ``warm_up`` or now), at most."""
+        from initlab.ensemble import workers
+        from initlab.ensemble.placement import usable_cores
+
+        return workers.start(wanted - 1, usable_cores() // wanted)[:wanted - 1]
 
     # ---- calls from the sweeper (several threads for the Optuna sweeper) -------------------
     def _expected_calls(self) -> int:
@@ -191,11 +258,19 @@ class EnsembleLauncher(Launcher):
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        configs, composed = [], 0
-        for overrides, idx in jobs:
-            cfg = take_composed(overrides)  # composed by the sweep's check, or compose it
-            composed += cfg is None
-            if cfg is None:
+        configs = []
+        taken = [take_composed(overrides) for overrides, _ in jobs]  # by the sweep's check
+        missing = [k for k, cfg in enumerate(taken) if cfg is None]
+        if missing:  # the Optuna sweeper's trials: composed here, and by the workers if any
+            from initlab.ensemble.workers import compose_jobs
+
+            loader = self.hydra_context.config_loader
+            loader = getattr(loader, "loader", loader)  # Hydra's own (ReusingLoader)
+            for k, cfg in zip(missing, compose_jobs(loader, self.config,
+                                                    [jobs[k][0] for k in missing])):
+                taken[k] = cfg
+        for (overrides, idx), cfg in zip(jobs, taken):
+            if cfg is None:  # it does not compose: Hydra's error
                 cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
                                                                          list(overrides))
             with open_dict(cfg):
@@ -209,7 +284,7 @@ class EnsembleLauncher(Launcher):
                                    f"{err}", key=err.key, value=err.value, allowed=err.allowed))
             configs.append(cfg)
         log.debug("%d of %d job configs composed here (the others by the sweep's check)",
-                  composed, len(jobs))
+                  len(missing), len(jobs))
         if self.submitit is None:
             self.placement_devices(configs[0])  # refused before anything exists
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -234,7 +309,12 @@ class EnsembleLauncher(Launcher):
                 else:
                     stacked.append([(i, configs[i], jobs[i]) for i in group])
             if stacked:
-                results.update(self._run_groups(stacked))
+                wanted = self._cpu_workers(configs[0], sum(len(g) for g in stacked))
+                others = self._workers(wanted) if wanted > 1 else []
+                if others:
+                    results.update(self._run_parallel(stacked, others))
+                else:
+                    results.update(self._run_groups(stacked))
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [results[i] for i in range(len(jobs))]
 
@@ -262,6 +342,55 @@ class EnsembleLauncher(Launcher):
         members.train(self, prepared_groups)
         return {i: p.job_return for group, prepared in zip(groups, prepared_groups)
                 for (i, _, _), p in zip(group, prepared)}
+
+    def _run_parallel(self, groups: list[list[tuple[int, DictConfig, tuple]]], others: list
+                      ) -> dict[int, JobReturn]:
+        """The groups' shares over this process and the worker processes ``others``; every
+        share's ``JobReturn``s once all have ended."""
+        import cloudpickle
+
+        from initlab.ensemble.placement import plan, split_groups, usable_cores
+        from initlab.ensemble.submit import Outcome, job_return
+        from initlab.ensemble.workers import PartsJob, torch_threads
+
+        count = len(others) + 1
+        parts = [groups[g][a:b] for g, a, b in split_groups([len(g) for g in groups], count)]
+        epochs = [int(part[0][1].trainer.max_epochs) for part in parts]
+        placed = plan([len(p) * e for p, e in zip(parts, epochs)], count)
+        log.info("%d stacked jobs over %d processes (this one and %d worker(s)): %s members",
+                 sum(len(p) for p in parts), count, count - 1,
+                 ", ".join(str(sum(len(parts[i]) for i in share)) for share in placed))
+        work = cloudpickle.dumps(PartsJob(self))
+        configs = {i: cfg for part in parts for i, cfg, _ in part}
+        sent = []
+        for worker, share in zip(others, placed[1:]):
+            if share:
+                worker.send(work, [parts[i] for i in share])
+                sent.append((worker, [i for k in share for i, _, _ in parts[k]]))
+        results: dict[int, JobReturn] = {}
+        here: BaseException | None = None
+        try:
+            with torch_threads(usable_cores() // count):
+                results.update(self._run_groups([parts[i] for i in placed[0]]))
+        except BaseException as err:  # noqa: BLE001 - raised once every share has ended
+            here = err
+        interrupt: BaseException | None = None
+        for worker, indices in sent:  # interrupted too: each worker ends its runs KILLED
+            try:
+                outcomes = worker.result()
+            except KeyboardInterrupt as err:
+                interrupt = err
+                outcomes = {i: Outcome("FAILED", error="interrupted") for i in indices}
+            except Exception as err:  # noqa: BLE001 - the process died: its members fail
+                log.error("a worker process failed: %s: %s", type(err).__name__, err)
+                failed = Outcome("FAILED", error=f"worker process: {type(err).__name__}: {err}")
+                outcomes = {i: failed for i in indices}
+            results.update({i: job_return(configs[i], o) for i, o in outcomes.items()})
+        if here is not None:
+            raise here
+        if interrupt is not None:
+            raise interrupt
+        return results
 
 
 def _in_order(groups: list[list[int]], returns: list[list[JobReturn]]) -> list[JobReturn]:

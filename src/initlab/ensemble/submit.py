@@ -69,10 +69,10 @@ class GroupJob:
         launcher = EnsembleLauncher(**self.settings)
         launcher.setup(hydra_context=self.hydra_context, task_function=self.task_function,
                        config=self.config)
-        return [_outcome(r) for r in launcher.launch_all(jobs)]
+        return [outcome(r) for r in launcher.launch_all(jobs)]
 
 
-def _outcome(ret: JobReturn) -> Outcome:
+def outcome(ret: JobReturn) -> Outcome:
     out = str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
     try:
         return Outcome(JobStatus.COMPLETED.name, ret.return_value, None, out)
@@ -80,7 +80,7 @@ def _outcome(ret: JobReturn) -> Outcome:
         return Outcome(JobStatus.FAILED.name, None, f"{type(err).__name__}: {err}", out)
 
 
-def _job_return(cfg: DictConfig, outcome: Outcome) -> JobReturn:
+def job_return(cfg: DictConfig, outcome: Outcome) -> JobReturn:
     ret = JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg, hydra_cfg=cfg,
                     working_dir=outcome.output_dir or "", task_name=str(cfg.hydra.job.name))
     if outcome.status == JobStatus.COMPLETED.name:
@@ -113,5 +113,5 @@ def submit_groups(launcher: Any, groups: list[list[tuple[list[str], int]]],
             log.error("submitit job %s failed: %s", job.job_id, err)
             outcomes = [Outcome(JobStatus.FAILED.name, error=f"submitit job {job.job_id}: "
                                 f"{type(err).__name__}: {err}")] * len(group_configs)
-        returns.append([_job_return(cfg, o) for cfg, o in zip(group_configs, outcomes)])
+        returns.append([job_return(cfg, o) for cfg, o in zip(group_configs, outcomes)])
     return returns

@@ -97,14 +97,11 @@ def alive(pid: int) -> bool:
 
 def jobs_in_worker_processes(config: DictConfig) -> bool:
     """Whether the launcher runs the jobs in worker processes of this one.  The basic launcher
-    and the ensemble launcher without ``submitit`` run them here: their runs are this process's
-    own (``ACTIVE_RUNS``), so nothing needs reaping or stopping elsewhere."""
+    runs them here: their runs are this process's own (``ACTIVE_RUNS``), so nothing needs
+    reaping or stopping elsewhere.  The ensemble launcher may train shares of its groups in
+    worker processes on the CPU (``initlab.ensemble.workers``), or submit them (submitit)."""
     launcher = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
-    if not launcher or launcher.endswith("BasicLauncher"):
-        return False
-    if launcher.endswith("EnsembleLauncher"):
-        return OmegaConf.select(config, "hydra.launcher.submitit", default=None) is not None
-    return True
+    return bool(launcher) and not launcher.endswith("BasicLauncher")
 
 
 def _signal_all(pids: list[int], signum: int) -> None:
