@@ -130,6 +130,7 @@ class SweepParentRun(Callback):
         self._stack: contextlib.ExitStack | None = None
         self._thread_failure = None
         self._processes = False  # the launcher runs jobs in worker processes of this one
+        self._children: set[int] = set()  # this process's children at the last heartbeat
         self._signal: int | None = None
         self._uncaught: type[BaseException] | None = None
         self._previous_excepthook = None
@@ -239,10 +240,18 @@ class SweepParentRun(Callback):
 
     def _reap(self) -> None:
         """Every heartbeat: end FAILED the child runs whose worker process died without ending
-        them (killed by the pool when a sibling job failed, by the OOM killer...)."""
+        them (killed by the pool when a sibling job failed, by the OOM killer...).  The store is
+        searched only when a child process seen at an earlier heartbeat is gone: a search
+        returns every RUNNING run with all its params (60 ensemble members: a few tenths of a
+        second of this process's time, every heartbeat).  Runs a process left that died
+        unseen between two heartbeats are ended when the multirun ends (``_end_children``)."""
         run_id = self._run_id
         if run_id is None or interrupts.received() is not None:
             return  # ending, or an interrupt is being handled: _finish does it
+        children = {pid for pid in child_pids() if alive(pid)}  # a zombie is gone
+        gone, self._children = self._children - children, children
+        if not gone:
+            return
         for run in self._running_children(run_id):
             if not self._process_alive(run):
                 log.warning("run %s (%s): its process %s died without ending it: ending it "
