@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from initlab.diagnostics.figures import fixed_layout, layout  # noqa: E402
+from initlab.diagnostics.figures import TITLE_Y, fixed_layout, layout  # noqa: E402
 from initlab.diagnostics.layerstats import Measurement  # noqa: E402
 from initlab.inits.labels import naming_notes  # noqa: E402
 
@@ -74,7 +74,7 @@ def _draw_row(axes: Sequence, hists: Sequence[dict[str, Any]], label: str | None
         title = f"hidden layer {i + 1} ({h['kind']} output)"
         if h["kind"] == "relu":
             title += f"\n{h['zeros'] / total:.0%} exact zeros, not binned"
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=8, y=TITLE_Y)
         ax.tick_params(labelsize=7)
         if i == 0 and label:
             ax.set_ylabel(label, fontsize=8)
