@@ -1,7 +1,6 @@
 """What keeps a group's record-keeping off its training thread: figures drawn by a helper
 process (or here, for a small group or if the helper dies), fewer store writes for large groups,
-the job configs composed once (and partly by a worker process), and no reaping of runs that this
-process owns."""
+the job configs composed once, and no reaping of runs that this process owns."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from hydra.types import HydraContext
 from omegaconf import OmegaConf
 
 from initlab.config.sweep import ReusingLoader, check_basic_sweep, take_composed
-from initlab.ensemble import workers
 from initlab.ensemble.figures import HELPER_FROM_MEMBERS, FigureWriter
 from initlab.ensemble.members import group_interval_s
 from initlab.tracking.sweep import jobs_in_worker_processes
@@ -129,29 +127,3 @@ def test_the_basic_sweeper_does_not_compose_the_checked_jobs_again():
         assert counting.composed == [["seed=7", "callbacks=none"]]
         for job in jobs:
             take_composed(job)
-
-
-def test_a_worker_process_composes_the_configs_this_one_would():
-    """compose_jobs shares a sweep's compositions with a worker process: the same configs (the
-    sweep folder's ${now} included) and None for a job that does not compose."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        config = compose("train", overrides=["hydra.sweep.dir=multirun/${now:%H-%M-%S-%f}"],
-                         return_hydra_config=True)
-        OmegaConf.select(config, "hydra.sweep.dir")  # resolved once, as the sweep check does
-        loader = GlobalHydra.instance().config_loader()
-        jobs = [[f"seed={s}", f"init={family}"] for s in range(6) for family in ("he", "xavier")]
-        jobs.insert(5, ["init=no_such_family"])
-        workers.start(1, 1)
-        try:
-            composed = workers.compose_jobs(loader, config, jobs)
-            assert len(workers._STARTED) == 1 and workers._STARTED[0].process.is_alive()
-        finally:
-            workers.stop()
-        assert composed[5] is None
-        for job, cfg in zip(jobs, composed):
-            if cfg is None:
-                continue
-            here = loader.load_sweep_config(config, job)
-            assert OmegaConf.to_container(cfg) == OmegaConf.to_container(here), job
-            assert cfg.hydra.sweep.dir == here.hydra.sweep.dir == config.hydra.sweep.dir
-        assert sum(cfg is None for cfg in composed) == 1

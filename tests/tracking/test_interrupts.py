@@ -31,6 +31,27 @@ def test_sigterm_raises_terminated_a_keyboard_interrupt():
     assert issubclass(interrupts.Terminated, KeyboardInterrupt)
 
 
+def test_a_second_signal_raises_at_once_unless_only_the_first_may():
+    """An ensemble worker process gets Ctrl-C twice (from the terminal, and passed on by the
+    main process): with ``once`` the echo is ignored while the runs are being ended."""
+    ended = []
+    with pytest.raises(KeyboardInterrupt), interrupts.handling(once=True):
+        try:
+            _signal_self(signal.SIGINT)
+        except KeyboardInterrupt:
+            _signal_self(signal.SIGINT)  # the echo, while the first is handled
+            ended.append("every run")
+            raise
+    assert ended == ["every run"]
+    with pytest.raises(KeyboardInterrupt), interrupts.handling():
+        try:
+            _signal_self(signal.SIGINT)
+        except KeyboardInterrupt:
+            _signal_self(signal.SIGINT)  # a second Ctrl-C in the main process acts at once
+            ended.append("not reached")
+    assert ended == ["every run"]
+
+
 def test_a_signal_during_a_store_write_is_raised_when_the_write_is_done():
     done = []
     with pytest.raises(KeyboardInterrupt), interrupts.handling():

@@ -83,32 +83,27 @@ def check_job(cfg: DictConfig) -> None:
         raise err
 
 
-def warm_up(cfg: DictConfig, jobs: int) -> Any:
+def warm_up(cfg: DictConfig, jobs: int) -> None:
     """``hydra.launcher.warm_up``: called by the sweep's check (``initlab.config.sweep``) with
     the number of jobs one launch will get, before it composes them.  Starts the worker
-    processes that many jobs will use on the CPU (``initlab.ensemble.workers``), and returns
-    ``compose_jobs(loader, master, jobs)``, with which the check composes its jobs with their
-    help; None when there are none.  If the sweep is refused, they end with this process."""
+    processes that many jobs will use on the CPU (``initlab.ensemble.workers``): their imports
+    overlap the composition.  If the sweep is refused, they end with this process."""
     from initlab.ensemble import workers
     from initlab.ensemble.placement import cpu_workers, device_names, usable_cores
 
     node = OmegaConf.select(cfg, "hydra.launcher") or {}
     if node.get("submitit") is not None:
-        return None
+        return
     devices = node.get("devices")
     devices = OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
     try:
         names = device_names(devices, accelerator, _cuda_count_for(accelerator))
     except (ValueError, TypeError):
-        return None  # refused by the check
-    if not all(n == "cpu" for n in names):
-        return None
+        return  # refused by the check
     wanted = cpu_workers(devices, jobs, usable_cores())
-    if wanted < 2:
-        return None
-    workers.start(wanted - 1, usable_cores() // wanted)
-    return workers.compose_jobs
+    if all(n == "cpu" for n in names) and wanted > 1:
+        workers.start(wanted - 1, usable_cores() // wanted)
 
 
 class EnsembleLauncher(Launcher):
@@ -258,19 +253,11 @@ class EnsembleLauncher(Launcher):
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        configs = []
-        taken = [take_composed(overrides) for overrides, _ in jobs]  # by the sweep's check
-        missing = [k for k, cfg in enumerate(taken) if cfg is None]
-        if missing:  # the Optuna sweeper's trials: composed here, and by the workers if any
-            from initlab.ensemble.workers import compose_jobs
-
-            loader = self.hydra_context.config_loader
-            loader = getattr(loader, "loader", loader)  # Hydra's own (ReusingLoader)
-            for k, cfg in zip(missing, compose_jobs(loader, self.config,
-                                                    [jobs[k][0] for k in missing])):
-                taken[k] = cfg
-        for (overrides, idx), cfg in zip(jobs, taken):
-            if cfg is None:  # it does not compose: Hydra's error
+        configs, composed = [], 0
+        for overrides, idx in jobs:
+            cfg = take_composed(overrides)  # composed by the sweep's check, or compose it
+            composed += cfg is None
+            if cfg is None:
                 cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
                                                                          list(overrides))
             with open_dict(cfg):
@@ -284,7 +271,7 @@ class EnsembleLauncher(Launcher):
                                    f"{err}", key=err.key, value=err.value, allowed=err.allowed))
             configs.append(cfg)
         log.debug("%d of %d job configs composed here (the others by the sweep's check)",
-                  len(missing), len(jobs))
+                  composed, len(jobs))
         if self.submitit is None:
             self.placement_devices(configs[0])  # refused before anything exists
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -362,16 +349,23 @@ class EnsembleLauncher(Launcher):
                  ", ".join(str(sum(len(parts[i]) for i in share)) for share in placed))
         work = cloudpickle.dumps(PartsJob(self))
         configs = {i: cfg for part in parts for i, cfg, _ in part}
-        sent = []
+        sent, mine = [], list(placed[0])
         for worker, share in zip(others, placed[1:]):
-            if share:
+            if not share:
+                continue
+            try:
                 worker.send(work, [parts[i] for i in share])
-                sent.append((worker, [i for k in share for i, _, _ in parts[k]]))
+            except OSError:  # the worker ended (killed): its share is trained here
+                log.warning("a worker process has ended: its %d members train here",
+                            sum(len(parts[i]) for i in share))
+                mine += share
+                continue
+            sent.append((worker, [i for k in share for i, _, _ in parts[k]]))
         results: dict[int, JobReturn] = {}
         here: BaseException | None = None
         try:
             with torch_threads(usable_cores() // count):
-                results.update(self._run_groups([parts[i] for i in placed[0]]))
+                results.update(self._run_groups([parts[i] for i in mine]))
         except BaseException as err:  # noqa: BLE001 - raised once every share has ended
             here = err
         interrupt: BaseException | None = None

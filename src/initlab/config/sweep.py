@@ -90,11 +90,6 @@ class ReusingLoader:
         return self.loader.load_sweep_config(master_config, list(sweep_overrides))
 
 
-def composed_jobs() -> int:
-    """How many job configs this check composed and the launcher has not taken yet."""
-    return len(_COMPOSED)
-
-
 def _compose(config: DictConfig, overrides: list[str], label: str) -> DictConfig:
     try:
         return _loader().load_sweep_config(config, list(overrides))
@@ -102,11 +97,9 @@ def _compose(config: DictConfig, overrides: list[str], label: str) -> DictConfig
         raise ConfigError(f"{label} cannot be composed: {_reason(err)}") from None
 
 
-def _check_job(config: DictConfig, overrides: list[str], label: str, check: Any,
-               composed: DictConfig | None = None) -> DictConfig:
-    """Compose one job of the sweep (unless it was: ``composed``) and ``check`` it; a refusal
-    names the job."""
-    cfg = composed if composed is not None else _compose(config, overrides, label)
+def _check_job(config: DictConfig, overrides: list[str], label: str, check: Any) -> DictConfig:
+    """Compose one job of the sweep and ``check`` it; a refusal names the job."""
+    cfg = _compose(config, overrides, label)
     try:
         check(cfg)
     except ConfigError as err:
@@ -173,34 +166,31 @@ def _with_launcher_check(config: DictConfig, check: Any) -> Any:
     return both
 
 
-def warm_up_launcher(config: DictConfig, jobs: int) -> Any:
+def warm_up_launcher(config: DictConfig, jobs: int) -> None:
     """The launcher's ``hydra.launcher.warm_up`` hook, if it names one (a function's dotted
     path), told how many jobs one launch will get, before they are composed: the ensemble
-    launcher starts its worker processes then, and may return a ``compose(loader, master,
-    jobs)`` that composes jobs with their help (None where one does not compose)."""
+    launcher starts its worker processes then."""
     target = OmegaConf.select(config, "hydra.launcher.warm_up")
-    if not target:
-        return None
-    from hydra.utils import get_method
+    if target:
+        from hydra.utils import get_method
 
-    return get_method(str(target))(config, jobs)
+        get_method(str(target))(config, jobs)
 
 
 def check_basic_sweep(config: DictConfig, task: list[str]) -> None:
     jobs, swept = sweep_jobs(config, task)
     batch = OmegaConf.select(config, "hydra.sweeper.max_batch_size")
-    compose = warm_up_launcher(config, min(len(jobs), int(batch)) if batch else len(jobs))
+    warm_up_launcher(config, min(len(jobs), int(batch)) if batch else len(jobs))
     _COMPOSED.clear()
     # ${now:...} in the sweep's folders resolved here, into the master config's resolver cache,
     # which each job's composition copies: the jobs handed to the launcher then name the folder
     # the sweep's parent run is recorded in, not one a few microseconds later.
     OmegaConf.select(config, "hydra.sweep.dir")
     OmegaConf.select(config, "hydra.run.dir")
-    ready = compose(_loader(), config, jobs) if compose else [None] * len(jobs)
-    for number, (job, composed) in enumerate(zip(jobs, ready)):
+    for number, job in enumerate(jobs):
         varying = " ".join(o for o in job if _key_of(o) in swept)
         label = f"job {number} of {len(jobs)}" + (f" ({varying})" if varying else "")
-        cfg = _check_job(config, job, label, _with_launcher_check(config, validate), composed)
+        cfg = _check_job(config, job, label, _with_launcher_check(config, validate))
         if len(_COMPOSED) < _COMPOSED_MAX:
             _COMPOSED[tuple(job)] = cfg
 

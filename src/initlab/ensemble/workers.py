@@ -9,8 +9,8 @@ prepare the members (Hydra's ``run_job``), train them stacked, record and end th
 has ``cores // W`` torch threads.
 
 The children start once per multirun, when the sweep's check learns how many jobs a launch gets
-(the launcher's ``warm_up`` hook), and help it compose them (``compose_jobs``); they import
-what training needs when first idle, and serve every batch (each of the Optuna sweeper's too).
+(the launcher's ``warm_up`` hook): they import what training needs while the check composes the
+jobs, and serve every batch (each of the Optuna sweeper's too).
 A child is sent a cloudpickled callable and its argument over a pipe: the composed job configs
 and Hydra's state (``PartsJob``, as ``submit.GroupJob`` does for submitit), and it answers
 with plain ``submit.Outcome``s.  Children are daemonic: they end with this process, at once if
@@ -34,20 +34,13 @@ log = logging.getLogger(__name__)
 
 
 def _serve(conn: Any, threads: int) -> None:
-    """A worker process: each ``(work, payload)`` it is sent, answering ``("done", result)`` or
-    ``("raised", exception)``, until it is sent None; the imports of training whenever it is
-    first idle (composing jobs, its first work, needs none of them)."""
+    """A worker process: torch with ``threads`` threads and the imports of training first
+    (while the main process composes the sweep's jobs), then each ``(work, payload)`` it is
+    sent, answering ``("done", result)`` or ``("raised", exception)``, until it is sent None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # PartsJob handles it while it works
-    import torch
-
-    torch.set_num_threads(max(1, threads))
-    warm = False
+    _warm(threads)
     while True:
         try:
-            if not warm and not conn.poll(0.1):
-                _warm()
-                warm = True
-                continue
             message = conn.recv()
         except (EOFError, OSError):  # the main process is gone
             return
@@ -62,97 +55,22 @@ def _serve(conn: Any, threads: int) -> None:
             answer = ("raised", err)
         try:
             conn.send(answer)
-        except Exception:  # noqa: BLE001 - e.g. an exception that does not pickle
-            conn.send(("raised", RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+        except Exception as err:  # noqa: BLE001 - e.g. an exception that does not pickle
+            conn.send(("raised", RuntimeError(f"its answer could not be sent back "
+                                              f"({type(err).__name__}: {err})")))
 
 
-def _warm() -> None:
-    """The imports of a member's preparation, training and records, done while the main
-    process composes the sweep's jobs."""
+def _warm(threads: int) -> None:
+    """Torch with ``threads`` threads, and the imports of a member's preparation, training and
+    records: done while the main process composes the sweep's jobs."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
     import mlflow.tracking  # noqa: F401
     import initlab.engine.build  # noqa: F401
     import initlab.ensemble.engine  # noqa: F401
     import initlab.jobs.train  # noqa: F401
     import hydra_plugins.initlab_ensemble_launcher.members  # noqa: F401
-
-
-class ComposeJob:
-    """Job configs composed in a worker: Hydra's config loader on the sweep's master config,
-    with the main process's Hydra state; None for a job that does not compose (the main process
-    composes it again, and reports its error)."""
-
-    def __init__(self, loader: Any, master: Any) -> None:
-        from hydra.core.singleton import Singleton
-
-        self.loader, self.master = loader, master
-        self.state = Singleton.get_state()
-
-    def __call__(self, jobs: list[list[str]]) -> list[Any]:
-        from hydra.core.singleton import Singleton
-
-        Singleton.set_state(self.state)
-        out = []
-        for overrides in jobs:
-            try:
-                out.append(self.loader.load_sweep_config(self.master, list(overrides)))
-            except Exception:  # noqa: BLE001 - composed again where the error is reported
-                out.append(None)
-        return out
-
-
-COMPOSE_CHUNK = 4  # jobs a worker is handed at a time
-
-
-def compose_jobs(loader: Any, master: Any, jobs: list[list[str]]) -> list[Any]:
-    """The jobs' configs (None where one does not compose), composed here from the front and
-    by the worker processes from the back, ``COMPOSE_CHUNK`` jobs at a time, until they meet:
-    a worker still busy with its imports simply takes fewer."""
-    import cloudpickle
-
-    out: list[Any] = [None] * len(jobs)
-    workers = [w for w in _STARTED if w.process.is_alive()]
-    if not workers or len(jobs) <= COMPOSE_CHUNK:
-        for k, overrides in enumerate(jobs):
-            out[k] = _compose_or_none(loader, master, overrides)
-        return out
-    work = cloudpickle.dumps(ComposeJob(loader, master))
-    front, back = 0, len(jobs)
-    pending: dict[Worker, tuple[int, int]] = {}
-
-    def hand(worker: Worker) -> None:
-        nonlocal back
-        if back - front > COMPOSE_CHUNK:
-            start = back - COMPOSE_CHUNK
-            worker.send(work, jobs[start:back])
-            pending[worker], back = (start, back), start
-
-    def take(worker: Worker) -> None:
-        start, stop = pending.pop(worker)
-        try:
-            out[start:stop] = worker.result()
-        except Exception as err:  # noqa: BLE001 - composed here instead
-            log.debug("a worker could not compose jobs %d-%d: %s", start, stop - 1, err)
-            for k in range(start, stop):
-                out[k] = _compose_or_none(loader, master, jobs[k])
-
-    for worker in workers:
-        hand(worker)
-    while front < back:
-        out[front] = _compose_or_none(loader, master, jobs[front])
-        front += 1
-        for worker in [w for w in pending if w.ready()]:
-            take(worker)
-            hand(worker)
-    for worker in list(pending):
-        take(worker)
-    return out
-
-
-def _compose_or_none(loader: Any, master: Any, overrides: list[str]) -> Any:
-    try:
-        return loader.load_sweep_config(master, list(overrides))
-    except Exception:  # noqa: BLE001 - the caller composes it again and reports the error
-        return None
 
 
 class PartsJob:
@@ -180,8 +98,8 @@ class PartsJob:
                        config=self.config)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        with interrupts.handling():
-            returns = launcher._run_groups(parts)
+        with interrupts.handling(once=True):  # Ctrl-C comes from the terminal and the main
+            returns = launcher._run_groups(parts)  # process: the second is ignored
         return {i: outcome(ret) for i, ret in returns.items()}
 
 
@@ -203,10 +121,6 @@ class Worker:
     def send(self, work: bytes, payload: Any) -> None:
         """Hand it ``cloudpickle.loads(work)(payload)`` to run."""
         self.conn.send((work, payload))
-
-    def ready(self) -> bool:
-        """Whether its answer (or its end) is there to take."""
-        return self.conn.poll()
 
     def result(self) -> dict[int, Any]:
         """The outcomes of what it was sent; its exception (KeyboardInterrupt too) re-raised."""

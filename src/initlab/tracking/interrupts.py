@@ -54,6 +54,7 @@ class _State:
     writing = 0  # nesting depth of store_write() in the main thread
     depth = 0  # nesting depth of handling()
     before_raise: Callable[[int], None] | None = None
+    once = False  # only the first signal raises (a worker process: the rest are echoes)
     thread_errors: list[str] = []  # tracebacks of threads that died, while watching_threads()
     starts: list[int] = []  # where each open watching_threads() began in thread_errors
     exiting: KeyboardInterrupt | None = None  # the interrupt the process exits with
@@ -79,6 +80,8 @@ def _raise(signum: int) -> None:
 
 def _on_signal(signum: int, frame) -> None:
     _state.received = signum
+    if _state.once and _state.raised:
+        return
     if not _state.writing:
         _raise(signum)
 
@@ -88,11 +91,14 @@ def _main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def handling(before_raise: Callable[[int], None] | None = None) -> Iterator[None]:
+def handling(before_raise: Callable[[int], None] | None = None,
+             once: bool = False) -> Iterator[None]:
     """Install the handlers for SIGINT and SIGTERM for the block (main thread only; elsewhere a
     no-op), restoring the previous ones after.  Inside an enclosing ``handling()`` the state (a
     signal already received) is kept, and the handlers are put back at the end (Lightning sets
-    SIGINT to ignored when it handles a Ctrl-C)."""
+    SIGINT to ignored when it handles a Ctrl-C).  ``once`` (outermost only): signals after the
+    first that raised are ignored, not raised while the runs are being ended: an ensemble
+    worker process gets Ctrl-C from the terminal and again from the main process."""
     if not _main_thread():
         yield
         return
@@ -100,7 +106,7 @@ def handling(before_raise: Callable[[int], None] | None = None) -> Iterator[None
     outer = _state.depth == 0
     if outer:
         _state.received, _state.raised, _state.writing = None, False, 0
-        _state.before_raise = before_raise
+        _state.before_raise, _state.once = before_raise, once
     _state.depth += 1
     try:
         yield
@@ -109,7 +115,7 @@ def handling(before_raise: Callable[[int], None] | None = None) -> Iterator[None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if outer:
-            _state.received, _state.before_raise = None, None
+            _state.received, _state.before_raise, _state.once = None, None, False
 
 
 def active() -> bool:
