@@ -30,6 +30,16 @@ def interrupted_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("Interrupted (")]
 
 
+def ensemble_with_a_worker(child) -> tuple[Child, dict[str, str]]:
+    """A 4-seed ensemble over train.py and one worker process (hydra.launcher.devices=2), once
+    its 4 member runs train: the job and each run's process id."""
+    job = child("-m", "seed=range(4)", *FOREVER, "hydra/launcher=ensemble", "callbacks=none",
+                "hydra.launcher.devices=2")
+    pid_of = {r: job.tag(r, "initlab.pid") for r in job.wait_training(runs=4)}
+    assert len(set(pid_of.values())) == 2 and str(job.pid) in pid_of.values(), pid_of
+    return job, pid_of
+
+
 def test_ctrl_c_to_a_run_prints_one_line_of_what_was_kept_and_exits_130(child, tmp_path):
     job = child(*FOREVER, "trainer.log_every_n_steps=1")
     job.wait_until(lambda: (tmp_path / "outputs/run/checkpoints/last.ckpt").exists(),
@@ -104,11 +114,7 @@ def test_an_interrupted_ensemble_with_a_worker_process_ends_every_run_killed(chi
     """Half of the group trains in a worker process (hydra.launcher.devices=2).  Ctrl-C reaches
     every process; SIGTERM to train.py alone is passed on by the sweep's callback.  Either way
     every member run, in both processes, ends KILLED: one line, no traceback, no process left."""
-    job = child("-m", "seed=range(4)", *FOREVER, "hydra/launcher=ensemble", "callbacks=none",
-                "hydra.launcher.devices=2")
-    runs = job.wait_training(runs=4)
-    pids = {job.tag(r, "initlab.pid") for r in runs}
-    assert len(pids) == 2 and str(job.pid) in pids, pids  # train.py and its worker
+    job, _ = ensemble_with_a_worker(child)
     processes = job.group()
     if to_group:
         job.ctrl_c()
@@ -127,14 +133,11 @@ def test_an_interrupted_ensemble_with_a_worker_process_ends_every_run_killed(chi
 def test_a_killed_worker_process_fails_its_members_and_the_others_go_on(child):
     """kill -9 of the worker process: its members' runs end FAILED (the sweep's callback reaps
     them); the members training in train.py go on (then Ctrl-C ends them KILLED)."""
-    job = child("-m", "seed=range(4)", *FOREVER, "hydra/launcher=ensemble", "callbacks=none",
-                "hydra.launcher.devices=2")
-    runs = job.wait_training(runs=4)
-    pid_of = {r: job.tag(r, "initlab.pid") for r in runs}
+    job, pid_of = ensemble_with_a_worker(child)
     worker = int(next(p for p in pid_of.values() if p != str(job.pid)))
     os.kill(worker, signal.SIGKILL)
     theirs = [r for r, p in pid_of.items() if p == str(worker)]
-    ours = [r for r in runs if r not in theirs]
+    ours = [r for r in pid_of if r not in theirs]
 
     def status(run_id: str) -> str:
         rows = job.query("SELECT status FROM runs WHERE run_uuid = ?", run_id)

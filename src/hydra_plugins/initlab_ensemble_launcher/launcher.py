@@ -83,27 +83,37 @@ def check_job(cfg: DictConfig) -> None:
         raise err
 
 
+def cpu_processes(devices: Any, submitit: Any, accelerator: str, members: int) -> int:
+    """How many processes train ``members`` stacked members (``placement.cpu_workers``): 1
+    (this one) unless every device is the CPU and the groups stay here (no submitit); more
+    than 1: this one and worker processes (``initlab.ensemble.workers``)."""
+    from initlab.ensemble.placement import cpu_workers, device_names, usable_cores
+
+    if submitit is not None:
+        return 1
+    try:
+        names = device_names(devices, accelerator, _cuda_count_for(accelerator))
+    except (ValueError, TypeError):
+        return 1  # refused by the check, or where the devices are placed
+    if any(n != "cpu" for n in names):
+        return 1
+    return cpu_workers(devices, members, usable_cores())
+
+
 def warm_up(cfg: DictConfig, jobs: int) -> None:
     """``hydra.launcher.warm_up``: called by the sweep's check (``initlab.config.sweep``) with
     the number of jobs one launch will get, before it composes them.  Starts the worker
     processes that many jobs will use on the CPU (``initlab.ensemble.workers``): their imports
     overlap the composition.  If the sweep is refused, they end with this process."""
     from initlab.ensemble import workers
-    from initlab.ensemble.placement import cpu_workers, device_names, usable_cores
 
     node = OmegaConf.select(cfg, "hydra.launcher") or {}
-    if node.get("submitit") is not None:
-        return
     devices = node.get("devices")
     devices = OmegaConf.to_container(devices) if OmegaConf.is_config(devices) else devices
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
-    try:
-        names = device_names(devices, accelerator, _cuda_count_for(accelerator))
-    except (ValueError, TypeError):
-        return  # refused by the check
-    wanted = cpu_workers(devices, jobs, usable_cores())
-    if all(n == "cpu" for n in names) and wanted > 1:
-        workers.start(wanted - 1, usable_cores() // wanted)
+    processes = cpu_processes(devices, node.get("submitit"), accelerator, jobs)
+    if processes > 1:
+        workers.start(processes)
 
 
 class EnsembleLauncher(Launcher):
@@ -173,28 +183,12 @@ class EnsembleLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     # ---- worker processes on the CPU (initlab.ensemble.workers) ----------------------------
-    def _cpu_workers(self, cfg: DictConfig, members: int) -> int:
-        """Processes for ``members`` stacked members (1: this one alone): on the CPU only,
-        and neither in a worker nor with submitit."""
-        from initlab.ensemble.placement import cpu_workers, device_names, usable_cores
-
-        if self.worker or self.submitit is not None:
+    def _cpu_processes(self, cfg: DictConfig, members: int) -> int:
+        """Processes for ``members`` stacked members (1: this one alone; always in a worker)."""
+        if self.worker:
             return 1
-        accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-        try:
-            names = device_names(self.devices, accelerator, _cuda_count_for(accelerator))
-        except (ValueError, TypeError):
-            return 1  # refused where the devices are placed
-        if any(n != "cpu" for n in names):
-            return 1
-        return cpu_workers(self.devices, members, usable_cores())
-
-    def _workers(self, wanted: int) -> list:
-        """The ``wanted - 1`` worker processes (started by ``warm_up`` or now), at most."""
-        from initlab.ensemble import workers
-        from initlab.ensemble.placement import usable_cores
-
-        return workers.start(wanted - 1, usable_cores() // wanted)[:wanted - 1]
+        return cpu_processes(self.devices, self.submitit,
+                             str(cfg.trainer.get("accelerator", "cpu")), members)
 
     # ---- calls from the sweeper (several threads for the Optuna sweeper) -------------------
     def _expected_calls(self) -> int:
@@ -296,8 +290,10 @@ class EnsembleLauncher(Launcher):
                 else:
                     stacked.append([(i, configs[i], jobs[i]) for i in group])
             if stacked:
-                wanted = self._cpu_workers(configs[0], sum(len(g) for g in stacked))
-                others = self._workers(wanted) if wanted > 1 else []
+                from initlab.ensemble import workers
+
+                processes = self._cpu_processes(configs[0], sum(len(g) for g in stacked))
+                others = workers.start(processes) if processes > 1 else []
                 if others:
                     results.update(self._run_parallel(stacked, others))
                 else:
@@ -336,9 +332,9 @@ class EnsembleLauncher(Launcher):
         share's ``JobReturn``s once all have ended."""
         import cloudpickle
 
-        from initlab.ensemble.placement import plan, split_groups, usable_cores
+        from initlab.ensemble.placement import plan, split_groups
         from initlab.ensemble.submit import Outcome, job_return
-        from initlab.ensemble.workers import PartsJob, torch_threads
+        from initlab.ensemble.workers import PartsJob, threads_each, torch_threads
 
         count = len(others) + 1
         parts = [groups[g][a:b] for g, a, b in split_groups([len(g) for g in groups], count)]
@@ -364,7 +360,7 @@ class EnsembleLauncher(Launcher):
         results: dict[int, JobReturn] = {}
         here: BaseException | None = None
         try:
-            with torch_threads(usable_cores() // count):
+            with torch_threads(threads_each(count)):
                 results.update(self._run_groups([parts[i] for i in mine]))
         except BaseException as err:  # noqa: BLE001 - raised once every share has ended
             here = err

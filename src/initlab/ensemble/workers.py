@@ -137,25 +137,22 @@ class Worker:
 _STARTED: list[Worker] = []
 
 
-def start(count: int, threads: int) -> list[Worker]:
-    """This process's worker processes: ``count`` started now if none were (each with
-    ``threads`` torch threads), else those there are."""
+def threads_each(processes: int) -> int:
+    """Torch threads for each of ``processes`` processes sharing this machine's cores."""
+    from initlab.ensemble.placement import usable_cores
+
+    return max(1, usable_cores() // processes)
+
+
+def start(processes: int) -> list[Worker]:
+    """The worker processes that, with this one, make ``processes``: started now if none were
+    (each with ``threads_each(processes)`` torch threads), else those of them still alive."""
     if not _STARTED:
-        _STARTED.extend(Worker(threads) for _ in range(count))
-        log.debug("%d worker process(es) started, %d torch thread(s) each", count, threads)
-    return [w for w in _STARTED if w.process.is_alive()]
-
-
-def stop() -> None:
-    """End this process's worker processes (each leaves its loop; killed if it does not)."""
-    while _STARTED:
-        worker = _STARTED.pop()
-        with contextlib.suppress(OSError):
-            worker.conn.send(None)
-        worker.process.join(10)
-        if worker.process.is_alive():
-            worker.process.kill()
-            worker.process.join(5)
+        threads = threads_each(processes)
+        _STARTED.extend(Worker(threads) for _ in range(processes - 1))
+        log.debug("%d worker process(es) started, %d torch thread(s) each", processes - 1,
+                  threads)
+    return [w for w in _STARTED if w.process.is_alive()][:processes - 1]
 
 
 @contextlib.contextmanager
