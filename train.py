@@ -53,6 +53,13 @@ def _interrupted(interrupt: KeyboardInterrupt) -> None:
 
 
 if __name__ == "__main__":
+    import atexit
+    import gc
+
+    # Registered first, so it runs last, after every other exit handler (MLflow's, logging's,
+    # multiprocessing's): the interpreter's own teardown then skips the garbage collector's
+    # passes over torch's, Lightning's and the runs' objects (1.4-3 s of every exit on 2 cores).
+    atexit.register(gc.freeze)
     try:
         main()
     except KeyboardInterrupt as interrupt:
