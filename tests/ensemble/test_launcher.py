@@ -33,13 +33,19 @@ def test_a_lightning_only_callback_is_refused_before_anything_exists(tmp_path, u
 def test_members_are_ordinary_runs_with_the_ordinary_metrics(tmp_path, store):
     # A sweep dir with ${now:...} as by default (to the microsecond here): the members' runs,
     # created after the launch, still find the sweep's folder and its parent run.
-    run_cli(tmp_path, store, "-m", ENSEMBLE, *S4, "init=he,random", "seed=0,1", timeout=600,
-            sweep_dir=f"{tmp_path}/multirun/${{now:%H-%M-%S-%f}}")
+    proc = run_cli(tmp_path, store, "-m", ENSEMBLE, *S4, "init=he,random", "seed=0,1",
+                   timeout=600, sweep_dir=f"{tmp_path}/multirun/${{now:%H-%M-%S-%f}}")
     client = MlflowClient(store)
     runs = all_runs(store, "s4_circles")
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     members = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parent) == 1 and len(members) == 4
+    # Each member's summary is printed once, as an ordinary job's (its log record goes to the
+    # job's log file, not to the launcher's console as well).
+    for r in members:
+        assert proc.stdout.count(f"MLflow run {r.info.run_id} ") == 1, proc.stdout[-3000:]
+    assert not [line for line in proc.stdout.splitlines()
+                if "[HYDRA]" in line and "test accuracy" in line], proc.stdout[-3000:]
     for r in members:
         assert r.info.status == "FINISHED" and r.data.tags["initlab.engine"] == "ensemble"
         assert r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id

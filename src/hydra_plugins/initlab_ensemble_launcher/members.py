@@ -151,10 +151,24 @@ def _draw_curves(member: Any, figures: Any) -> None:
 
 
 def _finish(member: Any) -> None:
-    """What ``jobs.train`` adds to a finished run: its summary."""
+    """What ``jobs.train`` adds to a finished run: its summary, printed once.  ``summarize``
+    also logs it for the job's log file; an ordinary job's console handler drops that INFO
+    line (``conf/hydra/job_logging``), but the launcher's console is Hydra's own (INFO), so
+    the record is kept from it here."""
     from initlab.jobs.train import summarize
 
-    summarize(member.cfg, member.metrics, member.run)
+    def not_summary(record: logging.LogRecord) -> bool:
+        return record.name != "initlab.jobs.train"
+
+    consoles = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    for handler in consoles:
+        handler.addFilter(not_summary)
+    try:
+        summarize(member.cfg, member.metrics, member.run)
+    finally:
+        for handler in consoles:
+            handler.removeFilter(not_summary)
 
 
 def _log_files(prepared: list[Prepared]) -> list[logging.Handler]:
