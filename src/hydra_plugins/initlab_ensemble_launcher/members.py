@@ -158,7 +158,7 @@ def _finish(member: Any) -> None:
     from initlab.jobs.train import summarize
 
     def not_summary(record: logging.LogRecord) -> bool:
-        return record.name != "initlab.jobs.train"
+        return record.name != summarize.__module__  # its module's logger
 
     consoles = [h for h in logging.getLogger().handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]

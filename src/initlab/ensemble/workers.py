@@ -36,15 +36,14 @@ log = logging.getLogger(__name__)
 def _serve(conn: Any, threads: int) -> None:
     """A worker process: torch with ``threads`` threads and the imports of training first
     (while the main process composes the sweep's jobs), then each ``(work, payload)`` it is
-    sent, answering ``("done", result)`` or ``("raised", exception)``, until it is sent None."""
+    sent, answering ``("done", result)`` or ``("raised", exception)``, until the main process
+    is gone (daemonic: it is also ended when the main process exits)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # PartsJob handles it while it works
     _warm(threads)
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):  # the main process is gone
-            return
-        if message is None:
             return
         work, payload = message
         try:
