@@ -264,7 +264,8 @@ def test_two_workers_on_one_storage_run_exactly_n_trials(tmp_path: Path) -> None
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     s = study(tmp_path)
-    assert states(s) == {"COMPLETE": 5}                    # none lost, none twice, no surplus
+    failed = [(t.number, t.user_attrs) for t in s.trials if t.state.name == "FAIL"]
+    assert states(s) == {"COMPLETE": 5}, (failed, outputs)  # none lost, none twice, no surplus
     assert sorted(t.number for t in s.trials) == list(range(5))
     ran = [sum(1 for _ in (tmp_path / f"w{i}").glob("[0-9]*")) for i in range(2)]
     assert sum(ran) == 5
